@@ -1,0 +1,147 @@
+"""Experiment configuration: nested dataclasses, loaded from YAML, overridden by key=value."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asr.augment import WaveAugmentConfig
+from asr.features import FeatureConfig, SpecAugmentConfig
+from asr.model import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = ""  # JSON-lines manifest of the training set
+    dev_manifest: str = ""  # manifest used for validation WER and best-checkpoint selection
+    batch_seconds: float = 120.0  # padded audio seconds per batch (the batch size)
+    num_workers: int = 2  # DataLoader worker processes
+    cmvn_max_utts: int = 2000  # CMVN statistics from at most this many training utterances
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # passes over the training set
+    max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit)
+    max_minutes: float = 0.0  # stop after this much training wall time in all (0 = no limit)
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
+    warmup_steps: int = 200  # linear warm-up, then cosine decay to final_lr_ratio * lr
+    final_lr_ratio: float = 0.02  # learning rate at the end of the schedule, relative to lr
+    grad_clip: float = 5.0  # clip the global gradient norm to this
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16
+    spec_augment: bool = True  # SpecAugment masks during training
+    wave_augment: bool = False  # speed / gain / noise perturbation of training audio
+    checkpoint_every_steps: int = 0  # also checkpoint every N steps (0 = once per epoch)
+    validate_every_epochs: int = 1  # dev-set WER every N epochs (and always after the last)
+    seed: int = 0  # seeds initialisation, batching and augmentation
+    device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    wave_augment: WaveAugmentConfig = field(default_factory=WaveAugmentConfig)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check/convert a YAML value to the field's annotated type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        items = [_coerce(v, args[0], where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint in (int, float, str):
+        try:
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def _apply(cfg: ExperimentConfig, section: str, key: str, value: Any, where: str) -> None:
+    sub = getattr(cfg, section, None)
+    if sub is None or not dataclasses.is_dataclass(sub):
+        raise ConfigError(f"{where}: unknown section {section!r}")
+    hints = _field_types(type(sub))
+    if key not in hints:
+        raise ConfigError(f"{where}: unknown key {section}.{key}")
+    setattr(sub, key, _coerce(value, hints[key], f"{where}: {section}.{key}"))
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Defaults <- YAML file (sections data/features/model/train/...) <- `section.key=value`."""
+    cfg = ExperimentConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read config ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections")
+        for section, values in raw.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section {section!r} must be a mapping")
+            for key, value in values.items():
+                _apply(cfg, section, key, value, str(path))
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """Apply `section.key=value` strings (values parsed as YAML) in place; returns cfg."""
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        _apply(cfg, section, key, yaml.safe_load(text), f"override {item!r}")
+    cfg.model.__post_init__()  # re-check the fields ModelConfig validates
+    return cfg
+
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    for section, values in d.items():
+        for key, value in values.items():
+            _apply(cfg, section, key, value, "checkpoint")
+    return cfg

@@ -1,0 +1,212 @@
+"""Data: JSON-lines manifests, the speech dataset, length-bucketed batching and padding."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from asr.audio import load_audio
+from asr.augment import WaveAugmentConfig, augment_waveform
+from asr.text import CharTokenizer
+
+
+class ManifestError(ValueError):
+    """A manifest line that cannot be used; the message names the file and the line."""
+
+
+@dataclass
+class Utterance:
+    audio_filepath: str  # absolute path (relative paths in the file are resolved against it)
+    duration: float  # seconds
+    text: str
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read a NeMo-style manifest: one JSON object per line with audio_filepath, duration, text."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest")
+    folder = path.resolve().parent
+    utts = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                audio = Path(obj["audio_filepath"])
+                utt = Utterance(
+                    str(audio if audio.is_absolute() else folder / audio),
+                    float(obj["duration"]),
+                    str(obj["text"]),
+                )
+            except json.JSONDecodeError as err:
+                raise ManifestError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            except KeyError as err:
+                raise ManifestError(f"{path}:{lineno}: missing field {err}") from None
+            except (TypeError, ValueError) as err:
+                raise ManifestError(f"{path}:{lineno}: bad field value ({err})") from None
+            utts.append(utt)
+    if not utts:
+        raise ManifestError(f"{path}: manifest has no utterances")
+    return utts
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(path: str | Path, utts: Iterable[Utterance], relative: bool = True) -> None:
+    """Write atomically; with `relative`, paths under the manifest's folder are stored relative."""
+    path = Path(path)
+    folder = path.resolve().parent
+    lines = []
+    for u in utts:
+        audio = Path(u.audio_filepath)
+        if relative and audio.is_absolute() and audio.is_relative_to(folder):
+            audio = audio.relative_to(folder)
+        row = {"audio_filepath": str(audio), "duration": round(u.duration, 4), "text": u.text}
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic_write_text(path, "".join(lines))
+
+
+class SpeechDataset(Dataset):
+    """Utterance i -> {"wav": (S,) float32, "tokens": (L,) int64, "index": i}.
+
+    Waveform augmentation is seeded by (seed, epoch, index), so it is the same whichever
+    worker loads the item, and an interrupted epoch resumes with the same augmentations.
+    """
+
+    def __init__(
+        self,
+        utts: Sequence[Utterance],
+        tokenizer: CharTokenizer | None,
+        sample_rate: int,
+        augment: WaveAugmentConfig | None = None,
+        seed: int = 0,
+    ):
+        self.utts = utts
+        self.tokenizer = tokenizer
+        self.sample_rate = sample_rate
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, index: int) -> dict:
+        utt = self.utts[index]
+        wav = load_audio(utt.audio_filepath, self.sample_rate)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            wav = augment_waveform(wav, self.sample_rate, self.augment, rng)
+        tokens = self.tokenizer.encode(utt.text) if self.tokenizer is not None else []
+        return {"wav": wav, "tokens": torch.tensor(tokens, dtype=torch.long), "index": index}
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad a list of dataset items into a batch.
+
+    Returns wavs (B, S_max), wav_lens (B,), tokens (B, L_max), token_lens (B,), indices (B,).
+    """
+    wav_lens = torch.tensor([len(it["wav"]) for it in items], dtype=torch.long)
+    token_lens = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
+    wavs = torch.zeros(len(items), int(wav_lens.max()))
+    tokens = torch.zeros(len(items), max(int(token_lens.max()), 1), dtype=torch.long)
+    for i, it in enumerate(items):
+        wavs[i, : len(it["wav"])] = it["wav"]
+        tokens[i, : len(it["tokens"])] = it["tokens"]
+    indices = torch.tensor([it["index"] for it in items], dtype=torch.long)
+    return {
+        "wavs": wavs,
+        "wav_lens": wav_lens,
+        "tokens": tokens,
+        "token_lens": token_lens,
+        "indices": indices,
+    }
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length utterances whose padded size stays under a budget in seconds.
+
+    Utterances are sorted by duration (with a little per-epoch jitter so batches differ between
+    epochs), cut into batches while `len(batch) * longest <= max_batch_seconds`, and the batch
+    order is shuffled. Every utterance appears exactly once per epoch; one longer than the budget
+    gets a batch of its own. `set_epoch(epoch, start_batch)` selects the epoch and where to resume.
+    """
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        max_batch_seconds: float,
+        shuffle: bool = True,
+        seed: int = 0,
+        max_batch_size: int = 512,
+    ):
+        if max_batch_seconds <= 0:
+            raise ValueError("max_batch_seconds must be positive")
+        self.durations = list(durations)
+        self.max_batch_seconds = max_batch_seconds
+        self.shuffle = shuffle
+        self.seed = seed
+        self.max_batch_size = max_batch_size
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def batches(self) -> list[list[int]]:
+        """All batches of the current epoch, in order."""
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        if self.shuffle:
+            # Jitter of up to +-5% mixes utterances of nearly equal length across epochs.
+            keys = [d * (1 + 0.1 * (rng.random() - 0.5)) for d in self.durations]
+        else:
+            keys = self.durations
+        order = sorted(range(len(self.durations)), key=keys.__getitem__)
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        longest = 0.0
+        for i in order:
+            grown = max(longest, self.durations[i])
+            full = len(batch) >= self.max_batch_size
+            if batch and (full or grown * (len(batch) + 1) > self.max_batch_seconds):
+                batches.append(batch)
+                batch, grown = [], self.durations[i]
+            batch.append(i)
+            longest = grown
+        if batch:
+            batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()[self.start_batch :]
+
+    def __len__(self) -> int:
+        return max(len(self.batches()) - self.start_batch, 0)

@@ -1,0 +1,143 @@
+"""Features: batched log-mel on the model's device, global CMVN, SpecAugment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchaudio
+from torch import nn
+
+
+@dataclass
+class FeatureConfig:
+    sample_rate: int = 16000  # audio is resampled to this rate before anything else
+    n_mels: int = 80  # mel filterbank channels
+    win_ms: float = 25.0  # analysis window length
+    hop_ms: float = 10.0  # frame shift
+    f_min: float = 0.0  # lowest filter edge, Hz
+    f_max: float | None = None  # highest filter edge, Hz (None = Nyquist)
+    # Scale every utterance to the same RMS before the log-mel, so recording level cannot matter.
+    normalize_level: bool = True
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def win_length(self) -> int:
+        return round(self.sample_rate * self.win_ms / 1000)
+
+    @property
+    def n_fft(self) -> int:
+        return 1 << (self.win_length - 1).bit_length()  # next power of two
+
+
+@dataclass
+class SpecAugmentConfig:
+    freq_masks: int = 2  # frequency masks per utterance
+    freq_width: int = 10  # widest frequency mask, in mel channels
+    time_masks: int = 2  # time masks per utterance
+    time_width: int = 20  # widest time mask, in frames
+    time_max_ratio: float = 0.1  # a time mask never covers more than this share of the batch length
+
+
+def num_frames(num_samples: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Frames a centred STFT gives for each length: S // hop + 1."""
+    return torch.div(num_samples, hop_length, rounding_mode="floor") + 1
+
+
+class LogMel(nn.Module):
+    """Padded waveforms -> normalised log-mel features.
+
+    forward(wavs (B, S), wav_lens (B,)) -> feats (B, T, n_mels), frame_lens (B,).
+    CMVN statistics live in buffers (saved with the model); padded frames are zero.
+    """
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            f_min=cfg.f_min,
+            f_max=cfg.f_max,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+        )
+        self.register_buffer("cmvn_mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("cmvn_std", torch.ones(cfg.n_mels))
+
+    def _valid(self, frame_lens: torch.Tensor, t: int) -> torch.Tensor:
+        return torch.arange(t, device=frame_lens.device)[None, :] < frame_lens[:, None]  # (B, T)
+
+    def raw(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel before CMVN: (B, S) -> (B, T, n_mels), (B,). Runs in float32 always."""
+        wavs = wavs.float()
+        if self.cfg.normalize_level:
+            sample_mask = torch.arange(wavs.shape[1], device=wavs.device)[None] < wav_lens[:, None]
+            power = (wavs.square() * sample_mask).sum(1) / wav_lens.clamp(min=1)
+            wavs = wavs * (0.1 / power.clamp(min=1e-10).sqrt())[:, None]  # RMS 0.1 = -20 dBFS
+        with torch.autocast(wavs.device.type, enabled=False):
+            mel = self.mel(wavs)  # (B, n_mels, T)
+        feats = mel.clamp(min=1e-10).log().transpose(1, 2)  # (B, T, n_mels)
+        frame_lens = num_frames(wav_lens, self.cfg.hop_length).clamp(max=feats.shape[1])
+        return feats, frame_lens
+
+    def forward(
+        self, wavs: torch.Tensor, wav_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, frame_lens = self.raw(wavs, wav_lens)
+        feats = (feats - self.cmvn_mean) / self.cmvn_std
+        feats = feats * self._valid(frame_lens, feats.shape[1])[..., None]
+        return feats, frame_lens
+
+    @torch.no_grad()
+    def fit_cmvn(self, batches) -> int:
+        """Set the global mean/std from an iterable of (wavs, wav_lens); returns frames seen."""
+        total = torch.zeros((), dtype=torch.float64)
+        sums = torch.zeros(self.cfg.n_mels, dtype=torch.float64)
+        squares = torch.zeros(self.cfg.n_mels, dtype=torch.float64)
+        device = self.cmvn_mean.device
+        for wavs, wav_lens in batches:
+            feats, frame_lens = self.raw(wavs.to(device), wav_lens.to(device))
+            valid = self._valid(frame_lens, feats.shape[1])
+            x = feats[valid].double().cpu()  # (N, n_mels)
+            total += x.shape[0]
+            sums += x.sum(0)
+            squares += x.square().sum(0)
+        if total == 0:
+            raise ValueError("no frames to compute CMVN statistics from")
+        mean = sums / total
+        var = (squares / total - mean.square()).clamp(min=1e-8)
+        self.cmvn_mean.copy_(mean.float())
+        self.cmvn_std.copy_(var.sqrt().float())
+        return int(total)
+
+
+class SpecAugment(nn.Module):
+    """Frequency and time masks (Park et al. 2019), independent per utterance; training only.
+
+    forward(feats (B, T, F)) -> (B, T, F). Masked values are 0, the CMVN mean.
+    """
+
+    def __init__(self, cfg: SpecAugmentConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.freq = torchaudio.transforms.FrequencyMasking(cfg.freq_width, iid_masks=True)
+        self.time = torchaudio.transforms.TimeMasking(
+            cfg.time_width, iid_masks=True, p=cfg.time_max_ratio
+        )
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return feats
+        x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
+        for _ in range(self.cfg.freq_masks):
+            x = self.freq(x)
+        for _ in range(self.cfg.time_masks):
+            x = self.time(x)
+        return x.squeeze(1).transpose(1, 2)

@@ -1,0 +1,69 @@
+"""Text: the one normaliser used by training and scoring, and the character tokenizer."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+BLANK = "<blank>"
+_NOT_KEPT = re.compile(r"[^\w' ]+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, NFKC, punctuation (all but apostrophes) to spaces, single spaces, stripped.
+
+    >>> normalize_text("  Hello, World!  It's  4PM. ")
+    "hello world it's 4pm"
+    """
+    text = unicodedata.normalize("NFKC", text).lower().replace("_", " ")
+    text = _NOT_KEPT.sub(" ", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+class TokenizerError(ValueError):
+    """Text with characters the tokenizer does not know."""
+
+
+class CharTokenizer:
+    """Characters <-> ids; id 0 is the CTC blank, the space is an ordinary token."""
+
+    def __init__(self, chars: Iterable[str]):
+        self.tokens: list[str] = [BLANK, *chars]
+        if len(set(self.tokens)) != len(self.tokens):
+            raise ValueError("tokenizer characters must be unique")
+        self._ids = {c: i for i, c in enumerate(self.tokens)}
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:
+        """Vocabulary = every character of the (already normalised) texts, sorted."""
+        chars: set[str] = set()
+        for text in texts:
+            chars.update(text)
+        return cls(sorted(chars))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def unknown_chars(self, text: str) -> set[str]:
+        return {c for c in text if c not in self._ids}
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids; TokenizerError lists the characters outside the vocabulary."""
+        unknown = self.unknown_chars(text)
+        if unknown:
+            raise TokenizerError(f"characters outside the vocabulary: {''.join(sorted(unknown))!r}")
+        return [self._ids[c] for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids (already collapsed, blanks removed) -> text."""
+        return "".join(self.tokens[i] for i in ids if i != 0)
+
+    def state_dict(self) -> dict:
+        return {"type": "char", "chars": self.tokens[1:]}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> CharTokenizer:
+        return cls(state["chars"])

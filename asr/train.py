@@ -1,0 +1,323 @@
+"""Training: CTC loss, AdamW with warm-up + cosine decay, AMP on CUDA, exact resume, best-by-WER."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from asr.audio import AudioError, audio_duration
+from asr.checkpoint import load_checkpoint, save_checkpoint
+from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
+from asr.device import autocast, configure_backends, pick_device, resolve_precision
+from asr.evaluate import evaluate_utterances
+from asr.features import SpecAugment
+from asr.metrics import write_report
+from asr.model import Recogniser
+from asr.text import CharTokenizer, normalize_text
+from asr.transcribe import Transcriber
+
+
+class DataError(ValueError):
+    """Training data with problems; `problems` has one line per bad utterance."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(
+            f"{len(problems)} problem(s) in the training data:\n" + "\n".join(problems)
+        )
+        self.problems = problems
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # batches already done in the current epoch
+    step: int = 0  # optimizer steps done in all
+    elapsed: float = 0.0  # training wall time in all, seconds
+    best_wer: float = math.inf  # best dev WER so far
+    best_step: int = -1
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    progress: Progress
+    losses: list[float] = field(default_factory=list)  # per step, this invocation only
+    history: list[dict] = field(default_factory=list)  # one entry per validation
+
+
+def load_normalised(manifest: str, role: str) -> list[Utterance]:
+    if not manifest:
+        raise ValueError(f"data.{role}_manifest is not set")
+    utts = read_manifest(manifest)
+    return [Utterance(u.audio_filepath, u.duration, normalize_text(u.text)) for u in utts]
+
+
+def check_audio(utts: list[Utterance], manifest: str) -> None:
+    """Every file must exist and have a readable header; raises DataError listing all that fail."""
+    problems = []
+    for u in utts:
+        try:
+            audio_duration(u.audio_filepath)
+        except AudioError as err:
+            problems.append(f"{manifest}: {err}")
+    if problems:
+        raise DataError(problems)
+
+
+def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to `final_ratio` at `total` steps (flat after)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class Trainer:
+    """Owns the model, optimiser and data of one experiment folder."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: str | Path):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tc = cfg.train
+        self.device = pick_device(tc.device)
+        configure_backends(self.device)
+        self.dtype = resolve_precision(tc.precision, self.device)
+        self.train_utts = load_normalised(cfg.data.train_manifest, "train")
+        self.dev_utts = load_normalised(cfg.data.dev_manifest, "dev")
+        check_audio(self.train_utts, cfg.data.train_manifest)
+        self.tokenizer = CharTokenizer.from_texts(u.text for u in self.train_utts)
+        self._report_dev_oov()
+        cfg.model.n_mels = cfg.features.n_mels
+        cfg.model.vocab_size = self.tokenizer.vocab_size
+        torch.manual_seed(tc.seed)
+        self.model = Recogniser(cfg.features, cfg.model).to(self.device)
+        self.spec_augment = SpecAugment(cfg.spec_augment) if tc.spec_augment else None
+        self.dataset = SpeechDataset(
+            self.train_utts,
+            self.tokenizer,
+            cfg.features.sample_rate,
+            cfg.wave_augment if tc.wave_augment else None,
+            seed=tc.seed,
+        )
+        self.sampler = BucketBatchSampler(
+            [u.duration for u in self.train_utts],
+            cfg.data.batch_seconds,
+            shuffle=True,
+            seed=tc.seed,
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
+        )
+        self.total_steps = tc.epochs * len(self.sampler.batches())
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_lambda(s, tc.warmup_steps, self.total_steps, tc.final_lr_ratio),
+        )
+        # Loss scaling only matters for fp16; bf16 has fp32's exponent range.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.ctc = torch.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
+        self.progress = Progress()
+
+    def _report_dev_oov(self) -> None:
+        unknown: set[str] = set()
+        for u in self.dev_utts:
+            unknown |= self.tokenizer.unknown_chars(u.text)
+        if unknown:
+            print(
+                f"warning: {self.cfg.data.dev_manifest}: characters not in the training text, "
+                f"never recognised: {''.join(sorted(unknown))!r}"
+            )
+
+    # ---- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": to_dict(self.cfg),
+            "tokenizer": self.tokenizer.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "progress": asdict(self.progress),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["tokenizer"] != self.tokenizer.state_dict():
+            raise ValueError("the training text gives a different vocabulary than the checkpoint's")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.progress = Progress(**state["progress"])
+
+    def save(self, name: str) -> Path:
+        path = self.out_dir / name
+        save_checkpoint(path, self.state_dict())
+        return path
+
+    # ---- steps -------------------------------------------------------------------------
+    def fit_cmvn(self) -> None:
+        """Global CMVN from (a seeded sample of) the training set, without augmentation."""
+        rng = random.Random(self.cfg.train.seed)
+        utts = list(self.train_utts)
+        if len(utts) > self.cfg.data.cmvn_max_utts:
+            utts = rng.sample(utts, self.cfg.data.cmvn_max_utts)
+        dataset = SpeechDataset(utts, None, self.cfg.features.sample_rate)
+        sampler = BucketBatchSampler([u.duration for u in utts], 600.0, shuffle=False)
+        loader = self._loader(dataset, sampler)
+        self.model.features.fit_cmvn((b["wavs"], b["wav_lens"]) for b in loader)
+
+    def _loader(self, dataset, sampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            # A private generator keeps the global RNG (dropout, masks) untouched by loaders.
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
+        )
+
+    def train_step(self, batch: dict) -> float:
+        self.model.train()
+        wavs = batch["wavs"].to(self.device, non_blocking=True)
+        wav_lens = batch["wav_lens"].to(self.device, non_blocking=True)
+        with autocast(self.device, self.dtype):
+            log_probs, out_lens = self.model(wavs, wav_lens, self.spec_augment)
+        # CTC in fp32 on (T, B, V); cuDNN's CTC wants int32 CPU lengths, the native one accepts these.
+        loss = self.ctc(
+            log_probs.float().transpose(0, 1),
+            batch["tokens"].to(self.device),
+            out_lens,
+            batch["token_lens"].to(self.device),
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def validate(self) -> float:
+        """Greedy dev-set WER; writes errs-dev.txt next to the checkpoints."""
+        transcriber = Transcriber(self.model, self.tokenizer, self.device, self.cfg.train.precision)
+        result = evaluate_utterances(transcriber, self.dev_utts)
+        if result.failures:
+            raise DataError(result.failures)
+        write_report(
+            self.out_dir, "dev", result.utterances, result.score, {"step": self.progress.step}
+        )
+        return result.score.wer
+
+    def _budget_spent(self) -> bool:
+        tc = self.cfg.train
+        if tc.max_steps and self.progress.step >= tc.max_steps:
+            return True
+        return bool(tc.max_minutes) and self.progress.elapsed >= 60 * tc.max_minutes
+
+    def _after_validation(self, wer: float, writer: SummaryWriter, result: TrainResult) -> None:
+        p = self.progress
+        writer.add_scalar("dev/wer", wer, p.step)
+        entry = {"epoch": p.epoch, "step": p.step, "dev_wer": wer, "elapsed": round(p.elapsed, 1)}
+        result.history.append(entry)
+        with (self.out_dir / "history.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        if wer < p.best_wer:
+            p.best_wer, p.best_step = wer, p.step
+            self.save("best.pt")
+
+    def run(self) -> TrainResult:
+        """Train until the epochs or the budget run out; resumable from last.pt at any point."""
+        tc = self.cfg.train
+        result = TrainResult(self.out_dir, self.progress)
+        writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        loader = self._loader(self.dataset, self.sampler)
+        p = self.progress
+        stopped = False
+        try:
+            while p.epoch < tc.epochs and not self._budget_spent():
+                self.sampler.set_epoch(p.epoch, start_batch=p.batch)
+                self.dataset.epoch = p.epoch
+                bar = tqdm(
+                    loader,
+                    desc=f"epoch {p.epoch + 1}/{tc.epochs}",
+                    disable=not tc.progress,
+                    leave=False,
+                )
+                tick = time.perf_counter()
+                for batch in bar:
+                    loss = self.train_step(batch)
+                    now = time.perf_counter()
+                    p.elapsed += now - tick
+                    tick = now
+                    p.step += 1
+                    p.batch += 1
+                    result.losses.append(loss)
+                    lr = self.scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                    writer.add_scalar("train/loss", loss, p.step)
+                    writer.add_scalar("train/lr", lr, p.step)
+                    if tc.checkpoint_every_steps and p.step % tc.checkpoint_every_steps == 0:
+                        self.save("last.pt")
+                    if self._budget_spent():
+                        stopped = True
+                        break
+                if not stopped:
+                    p.epoch += 1
+                    p.batch = 0
+                last_epoch = p.epoch == tc.epochs
+                if stopped or last_epoch or p.epoch % tc.validate_every_epochs == 0:
+                    self._after_validation(self.validate(), writer, result)
+                    print(
+                        f"epoch {p.epoch} step {p.step}: dev WER {100 * result.history[-1]['dev_wer']:.2f}% "
+                        f"(best {100 * p.best_wer:.2f}%), {p.elapsed / 60:.1f} min"
+                    )
+                self.save("last.pt")
+        except KeyboardInterrupt:
+            self.save("last.pt")
+            print(f"interrupted: saved {self.out_dir / 'last.pt'}; continue with --resume")
+            raise
+        finally:
+            writer.close()
+        return result
+
+
+def train(
+    cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False, overrides: list[str] = ()
+) -> TrainResult:
+    """Train from scratch, or continue from out_dir/last.pt with `resume`."""
+    out_dir = Path(out_dir)
+    last = out_dir / "last.pt"
+    if resume:
+        state = load_checkpoint(last)
+        # Overrides given on resume (a longer budget, say) apply on top of the saved config.
+        cfg = apply_overrides(from_dict(state["config"]), overrides)
+        trainer = Trainer(cfg, out_dir)
+        trainer.load_state_dict(state)
+    else:
+        if last.exists():
+            raise FileExistsError(
+                f"{last} exists: pass --resume to continue, or use a new --out-dir"
+            )
+        trainer = Trainer(cfg, out_dir)
+        trainer.fit_cmvn()
+    return trainer.run()

@@ -1,0 +1,1 @@
+"""Dataset preparation: one module per dataset (download, checks, manifests)."""
