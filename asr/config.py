@@ -85,6 +85,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if hint in (int, float, str):
+        if isinstance(value, bool) and hint is not str:
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
         try:
             if hint is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError

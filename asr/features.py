@@ -67,6 +67,9 @@ class LogMel(nn.Module):
             n_mels=cfg.n_mels,
             power=2.0,
             center=True,
+            # Zero padding at the edges, like the padding of a batch: an utterance then gets
+            # the same features alone and in a batch with longer ones.
+            pad_mode="constant",
         )
         self.register_buffer("cmvn_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("cmvn_std", torch.ones(cfg.n_mels))
