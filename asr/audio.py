@@ -24,9 +24,7 @@ def _check(samples: np.ndarray, sample_rate: int, name: str, max_seconds: float)
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     seconds = samples.shape[0] / sample_rate
     if seconds > max_seconds:
-        raise AudioError(
-            f"{name}: audio is {seconds:.0f} s long, over the {max_seconds:.0f} s limit"
-        )
+        raise AudioError(f"{name}: audio is {seconds:.1f} s long, over the {max_seconds:g} s limit")
 
 
 def to_mono_resampled(

@@ -133,7 +133,10 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
         if not sep or not dot:
             raise ConfigError(f"override {item!r}: expected section.key=value")
         _apply(cfg, section, key, yaml.safe_load(text), f"override {item!r}")
-    cfg.model.__post_init__()  # re-check the fields ModelConfig validates
+    try:
+        cfg.model.__post_init__()  # re-check the fields ModelConfig validates
+    except ValueError as err:
+        raise ConfigError(f"model config: {err}") from None
     return cfg
 
 

@@ -48,27 +48,34 @@ class ConvFrontEnd(nn.Module):
     def __init__(self, n_mels: int, channels: int, subsample: int):
         super().__init__()
         self.time_strides = {1: (1, 1), 2: (2, 1), 4: (2, 2)}[subsample]
-        layers: list[nn.Module] = []
+        blocks: list[nn.Module] = []
         in_ch = 1
         for t_stride in self.time_strides:
-            layers += [
-                nn.Conv2d(in_ch, channels, kernel_size=3, stride=(t_stride, 2), padding=1),
-                nn.BatchNorm2d(channels),
-                nn.GELU(),
-            ]
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(in_ch, channels, kernel_size=3, stride=(t_stride, 2), padding=1),
+                    nn.BatchNorm2d(channels),
+                    nn.GELU(),
+                )
+            )
             in_ch = channels
-        self.conv = nn.Sequential(*layers)
+        self.blocks = nn.ModuleList(blocks)
         freq = n_mels
         for _ in self.time_strides:
             freq = (freq - 1) // 2 + 1
         self.out_size = channels * freq
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        x = x.unsqueeze(1)  # (B, 1, T, F)
+        for block, stride in zip(self.blocks, self.time_strides, strict=True):
+            x = block(x)  # (B, C, T', F')
+            lengths = conv_out_len(lengths, stride)
+            # Zero the frames past each length, so the next kernel sees the same zeros an
+            # utterance alone would: outputs do not depend on what it is batched with.
+            valid = torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None]
+            x = x * valid[:, None, :, None]
         b, c, t, f = x.shape
         x = x.permute(0, 2, 1, 3).reshape(b, t, c * f)  # (B, T', C * F')
-        for stride in self.time_strides:
-            lengths = conv_out_len(lengths, stride)
         return x, lengths
 
 

@@ -18,6 +18,8 @@ def normalize_text(text: str) -> str:
     "hello world it's 4pm"
     """
     text = unicodedata.normalize("NFKC", text).lower().replace("_", " ")
+    text = text.replace("\u2019", "'").replace("\u2018", "'")  # curly apostrophes -> '
+
     text = _NOT_KEPT.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
 

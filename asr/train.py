@@ -201,7 +201,7 @@ class Trainer:
         wav_lens = batch["wav_lens"].to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
             log_probs, out_lens = self.model(wavs, wav_lens, self.spec_augment)
-        # CTC in fp32 on (T, B, V); cuDNN's CTC wants int32 CPU lengths, the native one accepts these.
+        # CTC in fp32 on (T, B, V) log-probs.
         loss = self.ctc(
             log_probs.float().transpose(0, 1),
             batch["tokens"].to(self.device),
@@ -287,8 +287,9 @@ class Trainer:
                 last_epoch = p.epoch == tc.epochs
                 if stopped or last_epoch or p.epoch % tc.validate_every_epochs == 0:
                     self._after_validation(self.validate(), writer, result)
+                    wer = result.history[-1]["dev_wer"]
                     print(
-                        f"epoch {p.epoch} step {p.step}: dev WER {100 * result.history[-1]['dev_wer']:.2f}% "
+                        f"epoch {p.epoch} step {p.step}: dev WER {100 * wer:.2f}% "
                         f"(best {100 * p.best_wer:.2f}%), {p.elapsed / 60:.1f} min"
                     )
                 self.save("last.pt")

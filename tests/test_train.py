@@ -18,8 +18,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_loss_falls_and_transcripts_become_right(tone_manifest: Path, tmp_path: Path):
-    cfg = load_config(None, [*tiny_overrides(tone_manifest), "train.epochs=60",
-                             "train.validate_every_epochs=20", "train.spec_augment=false"])
+    cfg = load_config(
+        None,
+        [
+            *tiny_overrides(tone_manifest),
+            "train.epochs=60",
+            "train.validate_every_epochs=20",
+            "train.spec_augment=false",
+        ],
+    )
     result = train(cfg, tmp_path / "exp")
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < 0.2 * first, (first, last)
@@ -45,9 +52,17 @@ def test_resume_gives_the_same_next_losses(tone_manifest: Path, tmp_path: Path):
 
 
 def test_bf16_autocast_trains_on_cpu(tone_manifest: Path, tmp_path: Path):
-    cfg = load_config(None, [*tiny_overrides(tone_manifest), "train.epochs=6",
-                             "train.precision=bf16", "model.rnn_type=lstm",
-                             "model.subsample=2", "model.conv_channels=8"])
+    cfg = load_config(
+        None,
+        [
+            *tiny_overrides(tone_manifest),
+            "train.epochs=6",
+            "train.precision=bf16",
+            "model.rnn_type=lstm",
+            "model.subsample=2",
+            "model.conv_channels=8",
+        ],
+    )
     result = train(cfg, tmp_path / "exp")
     assert all(math.isfinite(x) for x in result.losses)
     assert sum(result.losses[-3:]) < sum(result.losses[:3])

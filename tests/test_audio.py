@@ -1,0 +1,116 @@
+"""load_audio: formats, mono mixing, resampling, and errors that name the file and the cause."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr.audio import AudioError, load_audio, to_mono_resampled
+
+
+def sine(freq: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(round(rate * seconds)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def peak_hz(x: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+def test_mono_file_reads_back_as_float32(tmp_path, suffix):
+    x = sine(440, 16000, 0.5)
+    path = tmp_path / f"a.{suffix}"
+    sf.write(path, x, 16000, subtype="PCM_16")
+    wav = load_audio(path, 16000)
+    assert wav.dtype == torch.float32
+    assert wav.shape == (8000,)
+    np.testing.assert_allclose(wav.numpy(), x, atol=1 / 2**14)  # 16-bit quantisation
+
+
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+def test_stereo_is_mixed_to_mono_by_mean(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    stereo = (0.4 * rng.uniform(-1, 1, size=(4000, 2))).astype(np.float32)
+    path = tmp_path / f"stereo.{suffix}"
+    sf.write(path, stereo, 16000, subtype="PCM_16")
+    stored, _ = sf.read(path, dtype="float32")  # what the file holds after quantisation
+    wav = load_audio(path, 16000)
+    assert wav.shape == (4000,)
+    np.testing.assert_allclose(wav.numpy(), stored.mean(axis=1), atol=1e-6)
+
+
+def test_resampling_8k_to_16k_keeps_duration_and_frequency(tmp_path):
+    x = sine(1000, 8000, 1.0)
+    path = tmp_path / "narrowband.wav"
+    sf.write(path, x, 8000, subtype="FLOAT")
+    wav = load_audio(path, 16000).numpy()
+    assert len(wav) == 2 * len(x)
+    assert peak_hz(wav, 16000) == pytest.approx(1000, abs=2)
+    # The level is kept too: a resampled sine is still a sine of the same amplitude.
+    middle = wav[2000:-2000]
+    assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
+
+
+def test_to_mono_resampled_takes_arrays():
+    x = np.stack([sine(300, 16000, 0.25), np.zeros(4000, np.float32)], axis=1)  # (S, 2)
+    wav = to_mono_resampled(x, 16000, 16000)
+    np.testing.assert_allclose(wav.numpy(), x[:, 0] / 2, atol=1e-7)
+    with pytest.raises(AudioError, match=r"<array>.*shape"):
+        to_mono_resampled(np.zeros((2, 3, 4)), 16000, 16000)
+
+
+def test_nist_sphere_round_trip(tmp_path):
+    x = sine(500, 16000, 0.3)
+    path = tmp_path / "utt.sph"
+    sf.write(path, x, 16000, format="NIST", subtype="PCM_16")
+    assert sf.info(path).format == "NIST"
+    wav = load_audio(path, 16000)
+    assert wav.shape == (len(x),)
+    np.testing.assert_allclose(wav.numpy(), x, atol=1 / 2**14)
+
+
+def test_missing_file_is_named(tmp_path):
+    path = tmp_path / "nowhere.wav"
+    with pytest.raises(AudioError, match="no such file") as err:
+        load_audio(path, 16000)
+    assert str(path) in str(err.value)
+
+
+def test_empty_audio_is_named(tmp_path):
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match=r"empty audio \(0 samples\)") as err:
+        load_audio(path, 16000)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("content", ["this is a transcript, not audio\n", ""])
+def test_non_audio_file_is_named(tmp_path, content):
+    path = tmp_path / "text.wav"
+    path.write_text(content)
+    with pytest.raises(AudioError, match="cannot read audio") as err:
+        load_audio(path, 16000)
+    assert str(path) in str(err.value)
+
+
+def test_nan_samples_are_named(tmp_path):
+    x = sine(200, 16000, 0.1)
+    x[100] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN") as err:
+        load_audio(path, 16000)
+    assert str(path) in str(err.value)
+
+
+def test_too_long_is_named(tmp_path):
+    path = tmp_path / "long.flac"
+    sf.write(path, sine(200, 16000, 3.0), 16000)
+    with pytest.raises(AudioError, match="limit") as err:
+        load_audio(path, 16000, max_seconds=1.0)
+    assert str(path) in str(err.value)
+    assert load_audio(path, 16000, max_seconds=5.0).shape == (48000,)

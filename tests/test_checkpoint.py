@@ -1,0 +1,114 @@
+"""Checkpoints: save/load round trip rebuilds the same recogniser; errors; atomic save."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from asr.checkpoint import CheckpointError, load_checkpoint, recogniser_from_state, save_checkpoint
+from asr.features import FeatureConfig
+from asr.model import ModelConfig, Recogniser
+from asr.text import CharTokenizer
+
+
+def make_state() -> tuple[dict, Recogniser, CharTokenizer]:
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_texts(["hello world", "it's me"])
+    fc = FeatureConfig(n_mels=20, f_max=7000.0, normalize_level=False)
+    mc = ModelConfig(
+        n_mels=20, vocab_size=tok.vocab_size, conv_channels=4, hidden_size=8, num_layers=2
+    )
+    model = Recogniser(fc, mc)
+    # Non-default CMVN and BatchNorm statistics must travel with the weights.
+    model.features.cmvn_mean.copy_(torch.linspace(-5, 5, 20))
+    model.features.cmvn_std.copy_(torch.linspace(1, 3, 20))
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(3, 4000), torch.tensor([4000, 3000, 2000]))  # updates BN running stats
+    model.eval()
+    state = {
+        "config": {"features": asdict(fc), "model": asdict(mc)},
+        "tokenizer": tok.state_dict(),
+        "model": model.state_dict(),
+    }
+    return state, model, tok
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    state, model, tok = make_state()
+    path = tmp_path / "exp" / "best.pt"  # the folder is created
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)
+    assert loaded["version"] == 1
+    again, tok2 = recogniser_from_state(loaded)
+    assert not again.training
+    assert tok2.tokens == tok.tokens
+    assert again.features.cfg == model.features.cfg
+    assert again.acoustic.cfg == model.acoustic.cfg
+    wavs = torch.randn(2, 6000) * 0.1
+    wav_lens = torch.tensor([6000, 4100])
+    with torch.no_grad():
+        expected, expected_lens = model(wavs, wav_lens)
+        got, got_lens = again(wavs, wav_lens)
+    assert torch.equal(got_lens, expected_lens)
+    assert torch.equal(got, expected)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a checkpoint at all", bytes(range(256)) * 4],
+    ids=["empty", "text", "bin"],
+)
+def test_garbage_file_is_named(tmp_path, content):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    path = tmp_path / "none.pt"
+    with pytest.raises(CheckpointError, match="no such checkpoint") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_foreign_torch_file_is_rejected(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3)}, path)  # a torch file, but not one of ours
+    with pytest.raises(CheckpointError, match="not a checkpoint of this toolkit") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    # weights_only=True: a file holding arbitrary Python objects is not loaded.
+    path = tmp_path / "evil.pt"
+    torch.save({"version": 1, "obj": CharTokenizer(["a"])}, path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    state, _, _ = make_state()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, state)
+    save_checkpoint(path, {**state, "progress": {"epoch": 2}})  # overwrite in place
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert load_checkpoint(path)["progress"] == {"epoch": 2}
+
+
+def test_failed_save_keeps_the_old_file_and_no_temp_files(tmp_path):
+    state, _, _ = make_state()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, state)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 - whatever torch.save raises for a lambda
+        save_checkpoint(path, {**state, "bad": lambda: None})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert path.read_bytes() == before

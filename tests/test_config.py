@@ -1,0 +1,157 @@
+"""load_config: YAML sections, command-line overrides, type coercion and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from asr.config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
+
+YAML = """\
+data:
+  train_manifest: data/train.jsonl
+  batch_seconds: 60          # int in the file, float field
+features:
+  n_mels: 40
+  f_max: 7600
+  normalize_level: false
+model:
+  rnn_type: lstm
+  hidden_size: 128.0         # a whole float for an int field
+  bidirectional: "no"
+train:
+  lr: 3e-4                   # PyYAML reads this as a string
+  epochs: "12"
+wave_augment:
+  gain_db: [-6, 6]
+  speed_factors: [0.9, 1.1]
+"""
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file():
+    assert load_config(None) == ExperimentConfig()
+
+
+def test_yaml_values_are_coerced_to_field_types(tmp_path):
+    cfg = load_config(write(tmp_path, YAML))
+    assert cfg.data.train_manifest == "data/train.jsonl"
+    assert cfg.data.batch_seconds == 60.0 and isinstance(cfg.data.batch_seconds, float)
+    assert cfg.features.n_mels == 40
+    assert cfg.features.f_max == 7600.0 and isinstance(cfg.features.f_max, float)
+    assert cfg.features.normalize_level is False
+    assert cfg.model.rnn_type == "lstm"
+    assert cfg.model.hidden_size == 128 and isinstance(cfg.model.hidden_size, int)
+    assert cfg.model.bidirectional is False
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 12 and isinstance(cfg.train.epochs, int)
+    assert cfg.wave_augment.gain_db == (-6.0, 6.0)
+    assert cfg.wave_augment.speed_factors == [0.9, 1.1]
+    # Untouched fields keep their defaults.
+    assert cfg.model.num_layers == ExperimentConfig().model.num_layers
+    assert cfg.data.dev_manifest == ""
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    cfg = load_config(
+        write(tmp_path, YAML),
+        [
+            "features.f_max=null",
+            "model.hidden_size=64",
+            "train.lr=0.01",
+            "train.spec_augment=false",
+            "model.rnn_type=gru",
+            "data.dev_manifest=dev.jsonl",
+            "wave_augment.snr_db=[5, 20]",
+        ],
+    )
+    assert cfg.features.f_max is None
+    assert cfg.model.hidden_size == 64
+    assert cfg.train.lr == 0.01
+    assert cfg.train.spec_augment is False
+    assert cfg.model.rnn_type == "gru"
+    assert cfg.data.dev_manifest == "dev.jsonl"
+    assert cfg.wave_augment.snr_db == (5.0, 20.0)
+    assert cfg.features.n_mels == 40  # from the file, not overridden
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("model.hidden_size=12.5", "expected int"),
+        ("model.hidden_size=big", "expected int"),
+        ("train.lr=fast", "expected float"),
+        ("features.normalize_level=maybe", "expected true or false"),
+        ("wave_augment.gain_db=3", "expected a list"),
+    ],
+)
+def test_bad_values_are_named(override, hint):
+    with pytest.raises(ConfigError, match=hint) as err:
+        load_config(None, [override])
+    assert override.split("=")[0] in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["model.num_layers=true", "train.lr=false"])
+def test_booleans_are_not_numbers(override):
+    # `num_layers: yes` must not quietly become one layer.
+    with pytest.raises(ConfigError, match="expected"):
+        load_config(None, [override])
+
+
+def test_unknown_section_in_file_is_named(tmp_path):
+    path = write(tmp_path, "modle:\n  hidden_size: 3\n")
+    with pytest.raises(ConfigError, match="unknown section 'modle'") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    path = write(tmp_path, "model:\n  hiden_size: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key model\.hiden_size") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trian.lr=0.1", "unknown section 'trian'"),
+        ("train.learning_rate=0.1", r"unknown key train\.learning_rate"),
+        ("features.hop_length=80", r"unknown key features\.hop_length"),  # a property
+        ("train.lr", "expected section.key=value"),
+        ("lr=0.1", "expected section.key=value"),
+    ],
+)
+def test_bad_overrides_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(write(tmp_path, "model: [unclosed\n"))
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="section 'model' must be a mapping"):
+        load_config(write(tmp_path, "model: 3\n"))
+    assert load_config(write(tmp_path, "")) == ExperimentConfig()
+
+
+def test_bad_rnn_type_raises(tmp_path):
+    with pytest.raises(ValueError, match="rnn_type"):
+        load_config(write(tmp_path, "model:\n  rnn_type: transformer\n"))
+    with pytest.raises(ValueError, match="rnn_type"):
+        load_config(None, ["model.rnn_type=tcn"])
+    with pytest.raises(ValueError, match="subsample"):
+        load_config(None, ["model.subsample=3"])
+
+
+def test_dict_round_trip(tmp_path):
+    cfg = load_config(write(tmp_path, YAML), ["features.f_max=null"])
+    assert from_dict(to_dict(cfg)) == cfg

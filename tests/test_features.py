@@ -1,0 +1,196 @@
+"""LogMel against librosa, frame counts, padding, CMVN, level normalisation and SpecAugment."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from asr.features import FeatureConfig, LogMel, SpecAugment, SpecAugmentConfig, num_frames
+
+
+def tone_and_noise(rate: int, seconds: float, seed: int = 0, level: float = 0.3) -> np.ndarray:
+    """A tone plus a little noise: every mel band has power well above the log floor."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(rate * seconds)) / rate
+    x = level * np.sin(2 * np.pi * 440 * t) + 0.05 * level * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def pad_batch(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lens = torch.tensor([len(w) for w in wavs])
+    batch = torch.zeros(len(wavs), int(lens.max()))
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = w
+    return batch, lens
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        FeatureConfig(normalize_level=False),
+        FeatureConfig(normalize_level=False, n_mels=40, f_min=20.0, f_max=7600.0),
+        FeatureConfig(sample_rate=8000, n_mels=23, normalize_level=False),
+    ],
+    ids=["default", "40mel-band-limited", "8k"],
+)
+def test_log_mel_matches_librosa(cfg):
+    y = tone_and_noise(cfg.sample_rate, 0.7)
+    ref = librosa.feature.melspectrogram(
+        y=y,
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window="hann",
+        center=True,
+        pad_mode="constant",  # zero edges, as LogMel pads (so batching cannot change them)
+        power=2.0,
+        n_mels=cfg.n_mels,
+        fmin=cfg.f_min,
+        fmax=cfg.f_max,
+        htk=True,
+        norm=None,
+    )  # (n_mels, T)
+    feats, lens = LogMel(cfg)(torch.from_numpy(y)[None], torch.tensor([len(y)]))
+    ours = feats[0].numpy().T  # (n_mels, T)
+    assert ours.shape == ref.shape
+    assert lens.tolist() == [ref.shape[1]]
+    not_tiny = ref > 1e-6
+    assert not_tiny.mean() > 0.99
+    np.testing.assert_allclose(ours[not_tiny], np.log(ref[not_tiny]), atol=1e-3)
+
+
+def test_fft_sizes():
+    cfg = FeatureConfig()
+    assert (cfg.win_length, cfg.hop_length, cfg.n_fft) == (400, 160, 512)
+    cfg = FeatureConfig(sample_rate=8000)
+    assert (cfg.win_length, cfg.hop_length, cfg.n_fft) == (200, 80, 256)
+
+
+@pytest.mark.parametrize("num_samples", [1, 159, 160, 257, 479, 480, 481, 8000, 8123])
+def test_shape_is_samples_over_hop_plus_one(num_samples):
+    cfg = FeatureConfig(n_mels=40)
+    wav = torch.from_numpy(tone_and_noise(cfg.sample_rate, num_samples / cfg.sample_rate))
+    assert len(wav) == num_samples
+    feats, lens = LogMel(cfg)(wav[None], torch.tensor([num_samples]))
+    expected = num_samples // cfg.hop_length + 1
+    assert feats.shape == (1, expected, 40)
+    assert lens.tolist() == [expected]
+    assert num_frames(torch.tensor([num_samples]), cfg.hop_length).tolist() == [expected]
+
+
+def batch_and_single(cfg: FeatureConfig):
+    short = torch.from_numpy(tone_and_noise(cfg.sample_rate, 0.43, seed=1, level=0.2))
+    long = torch.from_numpy(tone_and_noise(cfg.sample_rate, 1.0, seed=2, level=0.5))
+    lm = LogMel(cfg)
+    # A non-trivial CMVN, so "padded frames are zero" cannot hold by accident.
+    lm.cmvn_mean.copy_(torch.linspace(-3, 3, cfg.n_mels))
+    lm.cmvn_std.copy_(torch.linspace(0.5, 2, cfg.n_mels))
+    wavs, wav_lens = pad_batch([short, long])
+    batch, batch_lens = lm(wavs, wav_lens)
+    single, single_lens = lm(short[None], torch.tensor([len(short)]))
+    return batch, batch_lens, single, single_lens
+
+
+@pytest.mark.parametrize("normalize_level", [False, True])
+def test_padded_frames_are_zero(normalize_level):
+    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level)
+    batch, lens, _, _ = batch_and_single(cfg)
+    assert lens.tolist() == [round(0.43 * 16000) // 160 + 1, 16000 // 160 + 1]
+    assert batch.shape == (2, int(lens.max()), 40)
+    assert (batch[0, lens[0] :] == 0).all()
+    assert (batch[0, : lens[0]] != 0).any(dim=-1).all()
+
+
+@pytest.mark.parametrize("normalize_level", [False, True])
+def test_batched_equals_unbatched_on_valid_frames(normalize_level):
+    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level)
+    batch, lens, single, single_lens = batch_and_single(cfg)
+    n = int(single_lens[0])
+    assert int(lens[0]) == n == single.shape[1]
+    torch.testing.assert_close(batch[0, :n], single[0], atol=1e-4, rtol=1e-4)
+
+
+def test_fit_cmvn_standardises_the_data_it_saw():
+    cfg = FeatureConfig(n_mels=40)
+    lm = LogMel(cfg)
+    rng = np.random.default_rng(0)
+    batches = []
+    for b in range(3):
+        wavs = [
+            torch.from_numpy(tone_and_noise(16000, rng.uniform(0.2, 0.8), seed=10 * b + i))
+            for i in range(3)
+        ]
+        batches.append(pad_batch(wavs))
+    frames = lm.fit_cmvn(batches)
+    assert frames == sum(int(num_frames(lens, cfg.hop_length).sum()) for _, lens in batches)
+    valid = []
+    for wavs, lens in batches:
+        feats, frame_lens = lm(wavs, lens)
+        mask = torch.arange(feats.shape[1])[None] < frame_lens[:, None]
+        valid.append(feats[mask])
+    x = torch.cat(valid).double()  # (N, n_mels)
+    assert x.shape == (frames, 40)
+    torch.testing.assert_close(x.mean(0), torch.zeros(40, dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        x.std(0, correction=0), torch.ones(40, dtype=torch.float64), atol=1e-3, rtol=0
+    )
+
+
+def test_fit_cmvn_without_frames_raises():
+    with pytest.raises(ValueError, match="no frames"):
+        LogMel(FeatureConfig(n_mels=40)).fit_cmvn([])
+
+
+def test_normalize_level_makes_features_level_invariant():
+    y = torch.from_numpy(tone_and_noise(16000, 0.5, level=0.05))
+    lens = torch.tensor([len(y)])
+    lm = LogMel(FeatureConfig(n_mels=40, normalize_level=True))
+    quiet, _ = lm(y[None], lens)
+    loud, _ = lm(10 * y[None], lens)
+    torch.testing.assert_close(loud, quiet, atol=1e-4, rtol=1e-4)
+    # Without it, 10x the amplitude is 100x the power: log-mel rises by ln(100) everywhere.
+    lm = LogMel(FeatureConfig(n_mels=40, normalize_level=False))
+    quiet, _ = lm(y[None], lens)
+    loud, _ = lm(10 * y[None], lens)
+    torch.testing.assert_close(loud - quiet, torch.full_like(quiet, np.log(100)), atol=1e-3, rtol=0)
+
+
+def spec_augment_input() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.rand(6, 200, 80) + 1.0  # (B, T, F), nowhere zero
+
+
+def test_spec_augment_eval_is_identity():
+    x = spec_augment_input()
+    sa = SpecAugment(SpecAugmentConfig()).eval()
+    assert torch.equal(sa(x), x)
+
+
+def test_spec_augment_train_masks_whole_bands_and_frames_with_zero():
+    cfg = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=20)
+    x = spec_augment_input()
+    sa = SpecAugment(cfg).train()
+    torch.manual_seed(1)
+    y = sa(x)
+    assert y.shape == x.shape
+    assert not torch.equal(y, x)
+    assert ((y == x) | (y == 0)).all()  # values are kept or zeroed, never altered
+    zero = y == 0
+    zero_bands = zero.all(dim=1)  # (B, F): a frequency mask covers every frame
+    zero_frames = zero.all(dim=2)  # (B, T): a time mask covers every channel
+    explained = zero_bands[:, None, :] | zero_frames[:, :, None]
+    assert torch.equal(zero, explained)  # every zero belongs to a whole band or frame
+    max_frames = cfg.time_masks * min(cfg.time_width, cfg.time_max_ratio * x.shape[1])
+    assert (zero_bands.sum(1) <= cfg.freq_masks * cfg.freq_width).all()
+    assert (zero_frames.sum(1) <= max_frames).all()
+    # Masks are drawn per utterance.
+    assert len({tuple(m.nonzero().flatten().tolist()) for m in zero_bands}) > 1
+
+
+def test_spec_augment_with_no_masks_is_identity_in_train_mode():
+    x = spec_augment_input()
+    sa = SpecAugment(SpecAugmentConfig(freq_masks=0, time_masks=0)).train()
+    assert torch.equal(sa(x), x)
