@@ -1,0 +1,40 @@
+"""The FSDD recipe end to end on the real recordings (skipped when ../shared is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FSDD
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"{FSDD} is absent"),
+]
+
+
+def test_recipe_trains_briefly_and_transcribes(tmp_path: Path):
+    exp = tmp_path / "exp"
+    env = {**os.environ, "ASR": f"{sys.executable} -m asr.cli"}
+    # A small model and four epochs: about a minute on two cores.
+    overrides = ["train.progress=false", "train.epochs=4", "model.hidden_size=96",
+                 "model.num_layers=2", "data.batch_seconds=15", "train.lr=3e-3",
+                 "train.warmup_steps=50"]
+    cmd = ["bash", str(ROOT / "recipes/fsdd/run.sh"), "--source", str(FSDD),
+           "--exp-dir", str(exp), "--", *overrides]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((exp / "results.json").read_text())
+    assert results["test"]["utterances"] == results["dev"]["utterances"] == 300
+    # Chance is 90% WER; after four short epochs the model is far better than that.
+    assert results["test"]["wer"] < 0.5, results
+    lines = [line for line in run.stdout.splitlines() if "\t" in line]
+    assert [Path(line.split("\t")[0]).name for line in lines] == ["0_george_0.wav", "0_george_1.wav"]
+    assert all(line.split("\t")[1] for line in lines)
+    assert (exp / "errs-test.txt").read_text().startswith("%WER")
