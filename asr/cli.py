@@ -38,6 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.config is None and not args.resume:
         return _fail("--config is required unless --resume")
+    if args.config is not None and args.resume:
+        return _fail("--config cannot be combined with --resume: the checkpoint carries its config")
     cfg = load_config(args.config, args.overrides) if not args.resume else None
     result = train(cfg, args.out_dir, resume=args.resume, overrides=args.overrides)
     p = result.progress
@@ -86,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.metrics import write_report
 
     utts = read_manifest(args.manifest)
-    result = evaluate_utterances(_transcriber(args), utts, progress=True)
+    result = evaluate_utterances(_transcriber(args), utts, progress=sys.stderr.isatty())
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model).parent
     name = args.name or Path(args.manifest).stem
     s = result.score

@@ -17,7 +17,14 @@ from tqdm import tqdm
 from asr.audio import AudioError, audio_duration
 from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
-from asr.data import BucketBatchSampler, SpeechDataset, Utterance, collate, read_manifest
+from asr.data import (
+    BucketBatchSampler,
+    SpeechDataset,
+    Utterance,
+    atomic_write_text,
+    collate,
+    read_manifest,
+)
 from asr.device import autocast, configure_backends, pick_device, resolve_precision
 from asr.evaluate import evaluate_utterances
 from asr.features import SpecAugment
@@ -299,6 +306,8 @@ class Trainer:
             raise
         finally:
             writer.close()
+        summary = {**asdict(p), "device": str(self.device), "total_steps": self.total_steps}
+        atomic_write_text(self.out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         return result
 
 

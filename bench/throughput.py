@@ -1,6 +1,7 @@
 """Benchmark: padding waste of the batch sampler, training and inference speed.
 
-    python bench/throughput.py --manifest exp/fsdd/data/train.jsonl --config recipes/fsdd/config.yaml
+    python bench/throughput.py --manifest exp/fsdd/data/train.jsonl \
+        --config recipes/fsdd/config.yaml
 
 1. Padding: share of padded (wasted) audio in the batches of BucketBatchSampler versus
    fixed-size random batches of the same mean size, over the manifest's durations.
@@ -57,7 +58,9 @@ def main() -> None:
         "audio_minutes": round(sum(durations) / 60, 2),
         "batch_seconds": cfg.data.batch_seconds,
         "padding_waste_bucketed": round(padding_waste(durations, buckets), 4),
-        "padding_waste_random": round(padding_waste(durations, random_batches(len(utts), mean_size)), 4),
+        "padding_waste_random": round(
+            padding_waste(durations, random_batches(len(utts), mean_size)), 4
+        ),
         "mean_batch_size": mean_size,
         "torch_threads": torch.get_num_threads(),
     }

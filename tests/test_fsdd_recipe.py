@@ -23,11 +23,25 @@ def test_recipe_trains_briefly_and_transcribes(tmp_path: Path):
     exp = tmp_path / "exp"
     env = {**os.environ, "ASR": f"{sys.executable} -m asr.cli"}
     # A small model and four epochs: about a minute on two cores.
-    overrides = ["train.progress=false", "train.epochs=4", "model.hidden_size=96",
-                 "model.num_layers=2", "data.batch_seconds=15", "train.lr=3e-3",
-                 "train.warmup_steps=50"]
-    cmd = ["bash", str(ROOT / "recipes/fsdd/run.sh"), "--source", str(FSDD),
-           "--exp-dir", str(exp), "--", *overrides]
+    overrides = [
+        "train.progress=false",
+        "train.epochs=4",
+        "model.hidden_size=96",
+        "model.num_layers=2",
+        "data.batch_seconds=15",
+        "train.lr=3e-3",
+        "train.warmup_steps=50",
+    ]
+    cmd = [
+        "bash",
+        str(ROOT / "recipes/fsdd/run.sh"),
+        "--source",
+        str(FSDD),
+        "--exp-dir",
+        str(exp),
+        "--",
+        *overrides,
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((exp / "results.json").read_text())
@@ -35,6 +49,9 @@ def test_recipe_trains_briefly_and_transcribes(tmp_path: Path):
     # Chance is 90% WER; after four short epochs the model is far better than that.
     assert results["test"]["wer"] < 0.5, results
     lines = [line for line in run.stdout.splitlines() if "\t" in line]
-    assert [Path(line.split("\t")[0]).name for line in lines] == ["0_george_0.wav", "0_george_1.wav"]
+    assert [Path(line.split("\t")[0]).name for line in lines] == [
+        "0_george_0.wav",
+        "0_george_1.wav",
+    ]
     assert all(line.split("\t")[1] for line in lines)
     assert (exp / "errs-test.txt").read_text().startswith("%WER")
