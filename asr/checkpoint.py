@@ -46,7 +46,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({cause})") from None
     if not isinstance(state, dict) or state.get("version") != VERSION:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (version {VERSION})")
     return state

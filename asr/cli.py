@@ -75,10 +75,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     for line in problems:
         print(f"asr: skipped {line}", file=sys.stderr)
     if problems:
-        print(
-            f"asr: {len(problems)} input(s) failed, {len(files) - len(problems)} transcribed",
-            file=sys.stderr,
-        )
+        done = sum(r.error is None for r in results)
+        print(f"asr: {len(problems)} input(s) failed, {done} transcribed", file=sys.stderr)
     return 1 if problems else 0
 
 
