@@ -136,6 +136,16 @@ def cmd_prepare_fsdd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_synth(args: argparse.Namespace) -> int:
+    from data_prep.synth import config_from_args, prepare_synth
+
+    cfg = config_from_args(args)
+    manifests = prepare_synth(Path(args.out_dir), cfg, jobs=args.jobs, force=args.force)
+    for name, path in manifests.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asr", description="Speech recognition with recurrent networks and CTC."
@@ -193,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="standard (takes 0-4 test) or speaker:NAME (NAME held out)",
     )
     d.set_defaults(func=cmd_prepare_fsdd)
+
+    from data_prep.synth import add_synth_arguments
+
+    d = datasets.add_parser("synth", help="a multi-voice corpus made by speech synthesisers")
+    add_synth_arguments(d)
+    d.set_defaults(func=cmd_prepare_synth)
     return parser
 
 
