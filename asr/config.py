@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    train_manifest: str = ""  # JSON-lines manifest of the training set
+    train_manifest: str = ""  # JSON-lines manifest(s) of the training set, comma-separated
     dev_manifest: str = ""  # manifest used for validation WER and best-checkpoint selection
     batch_seconds: float = 120.0  # padded audio seconds per batch (the batch size)
     num_workers: int = 2  # DataLoader worker processes

@@ -63,9 +63,10 @@ class TrainResult:
 
 
 def load_normalised(manifest: str, role: str) -> list[Utterance]:
+    """Utterances of one or more comma-separated manifests, text normalised."""
     if not manifest:
         raise ValueError(f"data.{role}_manifest is not set")
-    utts = read_manifest(manifest)
+    utts = [u for path in manifest.split(",") for u in read_manifest(path)]
     return [Utterance(u.audio_filepath, u.duration, normalize_text(u.text)) for u in utts]
 
 
