@@ -92,7 +92,9 @@ class Transcriber:
         wav_lens = wav_lens.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
             log_probs, lengths = self.model(wavs, wav_lens)
-        return [self.tokenizer.decode(ids) for ids in ctc_greedy_decode(log_probs, lengths)]
+        # Spaces are tokens too: drop leading, trailing and doubled ones from the output.
+        texts = [self.tokenizer.decode(ids) for ids in ctc_greedy_decode(log_probs, lengths)]
+        return [" ".join(text.split()) for text in texts]
 
     def transcribe(
         self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None = None
