@@ -17,15 +17,19 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Speech engines: piper from PyPI; flite and espeak-ng from Debian's packages when we are root
-# on Debian/Ubuntu (otherwise the recipe goes on with the engines that are there).
+# on Debian/Ubuntu (otherwise the recipe goes on with the engines that are there). Also the
+# Boost and zlib headers that building KenLM for `asr lm` needs (Debian has no KenLM package).
+KENLM_DEBS := libboost-program-options-dev libboost-system-dev libboost-thread-dev \
+	libboost-test-dev zlib1g-dev
 install-synth: $(VENV)/.installed-synth
 
 $(VENV)/.installed-synth: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev,synth]"
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		command -v flite >/dev/null && command -v espeak-ng >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq flite espeak-ng; }; \
-	else echo "not root on Debian/Ubuntu: install flite and espeak-ng yourself for more voices"; fi
+		command -v flite >/dev/null && command -v espeak-ng >/dev/null && \
+		dpkg -s $(KENLM_DEBS) >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq flite espeak-ng $(KENLM_DEBS); }; \
+	else echo "not root on Debian/Ubuntu: install flite, espeak-ng and $(KENLM_DEBS) yourself"; fi
 	touch $@
 
 # The main job: a multi-voice synthetic corpus, a BiGRU trained for at most 9 minutes, tested

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asr.audio import AudioError
+from asr.beam import DecoderError
 from asr.checkpoint import CheckpointError
 from asr.config import ConfigError
 from asr.data import ManifestError, atomic_write_text
@@ -19,6 +20,7 @@ USER_ERRORS = (
     AudioError,
     CheckpointError,
     ConfigError,
+    DecoderError,
     ManifestError,
     TokenizerError,
     FileExistsError,
@@ -50,34 +52,133 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transcriber(args: argparse.Namespace):
+def _transcriber(args: argparse.Namespace, nbest: int = 1):
+    """The checkpoint's transcriber, with beam search when --lm or --lexicon is given."""
+    from asr.checkpoint import load_checkpoint
     from asr.transcribe import Transcriber
+    from asr.tune import make_decoder, resolve_lm, tuned_settings
 
-    return Transcriber.from_checkpoint(
-        args.model, device=args.device, batch_seconds=args.batch_seconds
+    state = load_checkpoint(args.model)
+    transcriber = Transcriber.from_state(
+        state, device=args.device, batch_seconds=args.batch_seconds
     )
+    decoder, notes = make_decoder(
+        transcriber.tokenizer,
+        resolve_lm(args.lm, args.lexicon),
+        tuned_settings(state),
+        beam_size=args.beam_size,
+        lm_weight=args.lm_weight,
+        word_score=args.word_score,
+        nbest=nbest,
+    )
+    for note in notes:
+        print(f"asr: note: {note}", file=sys.stderr)
+    transcriber.decoder = decoder
+    return transcriber
+
+
+SUFFIXES = {"text": ".txt", "json": ".json", "srt": ".srt", "vtt": ".vtt"}
+
+
+def _render(result, fmt: str, to_file: bool) -> str:
+    """One transcribed file in the chosen format."""
+    from asr.subtitles import group_cues, to_json_record, to_srt, to_vtt
+
+    if fmt == "text":
+        return f"{result.text}\n" if to_file else f"{result.path}\t{result.text}\n"
+    if fmt == "json":
+        record = to_json_record(result.path, result.text, result.words, result.nbest)
+        return json.dumps(record, ensure_ascii=False, indent=2 if to_file else None) + "\n"
+    cues = group_cues(result.words)
+    return to_srt(cues) if fmt == "srt" else to_vtt(cues)
+
+
+def _output_paths(files: list[str], out_dir: Path, fmt: str) -> dict[str, Path]:
+    """OUT_DIR/<input name><suffix> per input; two inputs with the same name are refused."""
+    outputs: dict[str, Path] = {}
+    taken: dict[Path, str] = {}
+    for f in files:
+        out = out_dir / (Path(f).stem + SUFFIXES[fmt])
+        if out in taken:
+            raise ValueError(f"{taken[out]} and {f} would both write {out}: transcribe them apart")
+        taken[out] = f
+        outputs[f] = out
+    return outputs
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.transcribe import find_audio_files
 
     files, problems = find_audio_files(args.inputs)
-    transcriber = _transcriber(args)
+    if args.format in ("srt", "vtt") and args.out_dir is None and len(files) > 1:
+        return _fail(f"--format {args.format} with several files needs --out-dir")
+    if args.nbest > 1 and args.lm is None and args.lexicon is None:
+        return _fail("--nbest needs beam search (--lm and/or --lexicon)")
+    outputs = _output_paths(files, Path(args.out_dir), args.format) if args.out_dir else {}
+    transcriber = _transcriber(args, nbest=args.nbest)
     order = {f: i for i, f in enumerate(files)}
-    results = sorted(transcriber.transcribe_files(files), key=lambda r: order[r.path])
-    for r in results:
+    timestamps = args.format != "text"
+    results = transcriber.transcribe_files(files, timestamps=timestamps)
+    written = 0
+    for r in sorted(results, key=lambda r: order[r.path]):
         if r.error is not None:
             problems.append(r.error)
-        elif args.format == "json":
-            print(json.dumps({"file": r.path, "text": r.text}, ensure_ascii=False))
+        elif args.out_dir:
+            atomic_write_text(outputs[r.path], _render(r, args.format, to_file=True))
+            written += 1
         else:
-            print(f"{r.path}\t{r.text}")
+            sys.stdout.write(_render(r, args.format, to_file=False))
+            written += 1
+    if args.out_dir:
+        print(f"asr: wrote {written} {args.format} file(s) to {args.out_dir}", file=sys.stderr)
     for line in problems:
         print(f"asr: skipped {line}", file=sys.stderr)
     if problems:
-        done = sum(r.error is None for r in results)
-        print(f"asr: {len(problems)} input(s) failed, {done} transcribed", file=sys.stderr)
+        print(f"asr: {len(problems)} input(s) failed, {written} transcribed", file=sys.stderr)
     return 1 if problems else 0
+
+
+def cmd_tune_decoder(args: argparse.Namespace) -> int:
+    from asr.checkpoint import load_checkpoint
+    from asr.data import read_manifest
+    from asr.transcribe import Transcriber
+    from asr.tune import resolve_lm, store_settings, tune_decoder
+
+    if args.lm is None and args.lexicon is None:
+        return _fail("tune-decoder needs --lm and/or --lexicon")
+    utts = read_manifest(args.manifest)
+    choice = resolve_lm(args.lm, args.lexicon)
+    transcriber = Transcriber.from_state(
+        load_checkpoint(args.model), device=args.device, batch_seconds=args.batch_seconds
+    )
+    result = tune_decoder(
+        transcriber,
+        utts,
+        choice,
+        lm_weights=_floats(args.lm_weights),
+        word_scores=_floats(args.word_scores),
+        beam_size=args.beam_size or 32,
+        progress=sys.stderr.isatty(),
+    )
+    s = result.settings
+    s.dev_manifest = str(args.manifest)
+    print(
+        f"best: lm_weight {s.lm_weight}, word_score {s.word_score}: dev WER {100 * s.dev_wer:.2f}% "
+        f"(greedy {100 * s.greedy_dev_wer:.2f}%, {len(s.grid)} settings tried)"
+    )
+    if not args.dry_run:
+        store_settings(args.model, s)
+        print(f"stored in {args.model}: `asr transcribe --model {args.model} --lm ...` uses them")
+    for line in result.failures:
+        print(f"asr: skipped {line}", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -86,7 +187,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.metrics import write_report
 
     utts = read_manifest(args.manifest)
-    result = evaluate_utterances(_transcriber(args), utts, progress=sys.stderr.isatty())
+    transcriber = _transcriber(args)
+    result = evaluate_utterances(transcriber, utts, progress=sys.stderr.isatty())
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model).parent
     name = args.name or Path(args.manifest).stem
     s = result.score
@@ -95,6 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "failed": len(result.failures),
         "seconds": round(result.seconds, 2),
+        "decoder": _describe_decoder(transcriber.decoder, args),
     }
     report, summary = write_report(out_dir, name, result.utterances, s, extra)
     print(
@@ -117,6 +220,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for line in result.failures:
         print(f"asr: skipped {line}", file=sys.stderr)
     return 1 if result.failures else 0
+
+
+def _describe_decoder(decoder, args: argparse.Namespace) -> dict:
+    if decoder is None:
+        return {"type": "greedy"}
+    cfg = decoder.cfg
+    return {
+        "type": "beam",
+        "lm": args.lm,
+        "lexicon": args.lexicon,
+        "beam_size": cfg.beam_size,
+        "lm_weight": cfg.lm_weight,
+        "word_score": cfg.word_score,
+    }
 
 
 def _update_results(path: Path, name: str, entry: dict) -> None:
@@ -169,19 +286,54 @@ def build_parser() -> argparse.ArgumentParser:
             help="padded audio seconds per batch (default 200)",
         )
 
-    p = sub.add_parser("transcribe", help="print the transcript of audio files or folders")
+    def add_decoder_args(p: argparse.ArgumentParser, tuning: bool = False) -> None:
+        g = p.add_argument_group("beam search (default: greedy decoding)")
+        g.add_argument(
+            "--lm",
+            help="n-gram LM: a folder from `asr lm build`, or an ARPA / KenLM binary file "
+            "(word-level with a lexicon, character-level without)",
+        )
+        g.add_argument(
+            "--lexicon",
+            help="words the decoder may output (first column of each line; default: the LM "
+            "folder's lexicon); alone, a lexicon-constrained search without LM",
+        )
+        g.add_argument("--beam-size", type=int, help="hypotheses kept per frame (default 32)")
+        if not tuning:
+            g.add_argument("--lm-weight", type=float, help="LM weight (default: tuned, or 0.5)")
+            g.add_argument(
+                "--word-score", type=float, help="word insertion bonus (default: tuned, or 0)"
+            )
+
+    p = sub.add_parser("transcribe", help="transcribe audio files or folders")
     add_model_args(p)
+    add_decoder_args(p)
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
     p.add_argument(
         "--format",
-        choices=["text", "json"],
+        choices=list(SUFFIXES),
         default="text",
-        help="text: FILE<TAB>TEXT per line; json: one JSON object per line",
+        help="text: FILE<TAB>TEXT per line; json: one JSON object per line with word times, "
+        "confidences and n-best; srt/vtt: subtitles (one file per input with --out-dir)",
     )
+    p.add_argument("--out-dir", help="write one file per input here instead of printing")
+    p.add_argument("--nbest", type=int, default=1, help="hypotheses in the JSON (beam search)")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("tune-decoder", help="tune LM weight and word bonus on a dev manifest")
+    add_model_args(p)
+    add_decoder_args(p, tuning=True)
+    p.add_argument("--manifest", required=True, help="dev manifest (JSON lines with text)")
+    p.add_argument(
+        "--lm-weights", default="0,0.25,0.5,0.75,1,1.5,2", help="comma-separated LM weights"
+    )
+    p.add_argument("--word-scores", default="-1,0,1,2", help="comma-separated word bonuses")
+    p.add_argument("--dry-run", action="store_true", help="print the best values, store nothing")
+    p.set_defaults(func=cmd_tune_decoder)
 
     p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
     add_model_args(p)
+    add_decoder_args(p)
     p.add_argument("--manifest", required=True, help="JSON-lines manifest with reference text")
     p.add_argument(
         "--out-dir",
@@ -190,6 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="test set name (default: the manifest's file name)")
     p.add_argument("--results", help="also add this test set's figures to this results.json")
     p.set_defaults(func=cmd_evaluate)
+
+    from asr.lm import (
+        add_lm_build_arguments,
+        add_lm_install_arguments,
+        cmd_lm_build,
+        cmd_lm_install,
+    )
+
+    p = sub.add_parser("lm", help="n-gram language models (KenLM)")
+    lm_commands = p.add_subparsers(dest="lm_command", required=True)
+    d = lm_commands.add_parser("build", help="an ARPA + KenLM binary model (and lexicon) from text")
+    add_lm_build_arguments(d)
+    d.set_defaults(func=cmd_lm_build)
+    d = lm_commands.add_parser("install-kenlm", help="build KenLM's lmplz and build_binary")
+    add_lm_install_arguments(d)
+    d.set_defaults(func=cmd_lm_install)
 
     p = sub.add_parser("prepare", help="download a dataset and write its manifests")
     datasets = p.add_subparsers(dest="dataset", required=True)

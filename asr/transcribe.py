@@ -1,4 +1,8 @@
-"""Inference: batched transcription of files, arrays and manifests with a trained checkpoint."""
+"""Inference: batched transcription of files, arrays and manifests with a trained checkpoint.
+
+Greedy CTC decoding by default; with a `BeamSearchDecoder`, beam search (lexicon and/or n-gram
+LM). Optionally word timestamps and confidences by forced alignment of the hypothesis.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from asr.align import WordTiming, word_timings
 from asr.audio import AudioError, audio_duration, load_audio, to_mono_resampled
+from asr.beam import BeamSearchDecoder
 from asr.checkpoint import load_checkpoint, recogniser_from_state
 from asr.data import BucketBatchSampler, collate
 from asr.decode import ctc_greedy_decode
@@ -22,10 +28,20 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph", ".opus", ".aiff", ".a
 
 
 @dataclass
+class Recognition:
+    text: str
+    words: list[WordTiming] | None = None  # with timestamps=True
+    nbest: list[tuple[str, float]] | None = None  # (text, score) from beam search, best first
+    error: str | None = None  # why the words could not be timed
+
+
+@dataclass
 class FileResult:
     path: str
     text: str | None  # None when the file could not be transcribed
     error: str | None = None  # one line naming the file and the cause
+    words: list[WordTiming] | None = None
+    nbest: list[tuple[str, float]] | None = None
 
 
 class _Files(Dataset):
@@ -53,7 +69,7 @@ def _collate_or_errors(items: list[dict]) -> tuple[dict | None, list[dict]]:
 
 
 class Transcriber:
-    """Greedy CTC transcription with a trained recogniser.
+    """CTC transcription with a trained recogniser: greedy, or beam search with `decoder`.
 
     >>> t = Transcriber.from_checkpoint("exp/fsdd/best.pt")  # doctest: +SKIP
     >>> t.transcribe("7_theo_3.wav")  # doctest: +SKIP
@@ -68,6 +84,7 @@ class Transcriber:
         precision: str = "auto",
         batch_seconds: float = 200.0,
         num_workers: int = 0,
+        decoder: BeamSearchDecoder | None = None,
     ):
         self.device = torch.device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
@@ -75,26 +92,77 @@ class Transcriber:
         self.dtype = resolve_precision(precision, self.device)
         self.batch_seconds = batch_seconds
         self.num_workers = num_workers
+        self.decoder = decoder
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs) -> Transcriber:
-        model, tokenizer = recogniser_from_state(load_checkpoint(path))
+        return cls.from_state(load_checkpoint(path), device, **kwargs)
+
+    @classmethod
+    def from_state(cls, state: dict, device: str = "auto", **kwargs) -> Transcriber:
+        """From a loaded checkpoint dict (see asr.checkpoint.load_checkpoint)."""
+        model, tokenizer = recogniser_from_state(state)
         return cls(model, tokenizer, pick_device(device), **kwargs)
 
     @property
     def sample_rate(self) -> int:
         return self.model.features.cfg.sample_rate
 
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per output frame: the feature hop times the front-end's time subsampling."""
+        return self.model.features.cfg.hop_ms / 1000 * self.model.acoustic.cfg.subsample
+
     @torch.no_grad()
-    def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list[str]:
-        """(B, S) padded waveforms, (B,) lengths -> B transcripts."""
+    def log_probs(
+        self, wavs: torch.Tensor, wav_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) padded waveforms, (B,) lengths -> CPU float32 log-probs (B, T', V), (B,)."""
         wavs = wavs.to(self.device, non_blocking=True)
         wav_lens = wav_lens.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
             log_probs, lengths = self.model(wavs, wav_lens)
-        # Spaces are tokens too: drop leading, trailing and doubled ones from the output.
-        texts = [self.tokenizer.decode(ids) for ids in ctc_greedy_decode(log_probs, lengths)]
-        return [" ".join(text.split()) for text in texts]
+        return log_probs.float().cpu(), lengths.cpu()
+
+    def decode_log_probs(
+        self, log_probs: torch.Tensor, lengths: torch.Tensor, timestamps: bool = False
+    ) -> list[Recognition]:
+        """(B, T', V) log-probs, (B,) lengths -> B recognitions (words timed if asked)."""
+        if self.decoder is None:
+            # Spaces are tokens too: drop leading, trailing and doubled ones from the output.
+            texts = [self.tokenizer.decode(ids) for ids in ctc_greedy_decode(log_probs, lengths)]
+            out = [Recognition(" ".join(text.split())) for text in texts]
+        else:
+            out = [
+                Recognition(hyps[0].text, nbest=[(h.text, h.score) for h in hyps])
+                if hyps
+                else Recognition("", nbest=[])
+                for hyps in self.decoder.decode(log_probs, lengths)
+            ]
+        if timestamps:
+            space = self.tokenizer.tokens.index(" ") if " " in self.tokenizer.tokens else -1
+            for b, rec in enumerate(out):
+                try:
+                    rec.words = word_timings(
+                        log_probs[b, : int(lengths[b])],
+                        self.tokenizer.encode(rec.text),
+                        space,
+                        self.frame_seconds,
+                        tokens=self.tokenizer.tokens,
+                    )
+                except ValueError as err:
+                    rec.error = f"cannot time the words of {rec.text!r} ({err})"
+        return out
+
+    def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list[str]:
+        """(B, S) padded waveforms, (B,) lengths -> B transcripts."""
+        return [r.text for r in self.recognise_batch(wavs, wav_lens)]
+
+    def recognise_batch(
+        self, wavs: torch.Tensor, wav_lens: torch.Tensor, timestamps: bool = False
+    ) -> list[Recognition]:
+        """(B, S) padded waveforms, (B,) lengths -> B recognitions."""
+        return self.decode_log_probs(*self.log_probs(wavs, wav_lens), timestamps=timestamps)
 
     def transcribe(
         self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None = None
@@ -109,26 +177,46 @@ class Transcriber:
             wav = to_mono_resampled(array, sample_rate, self.sample_rate)
         return self.decode_batch(wav[None], torch.tensor([len(wav)]))[0]
 
-    def transcribe_files(self, paths: Sequence[str | Path]) -> Iterator[FileResult]:
+    def transcribe_files(
+        self, paths: Sequence[str | Path], timestamps: bool = False
+    ) -> Iterator[FileResult]:
         """Transcribe many files in length-sorted batches; bad files give a FileResult with error.
 
         Results come in batch order, not input order.
         """
+        for item in self.log_probs_files(paths):
+            if isinstance(item, FileResult):
+                yield item
+                continue
+            batch_paths, log_probs, lengths = item
+            recognitions = self.decode_log_probs(log_probs, lengths, timestamps)
+            for path, rec in zip(batch_paths, recognitions, strict=True):
+                if rec.error is not None:
+                    yield FileResult(path, None, f"{path}: {rec.error}")
+                else:
+                    yield FileResult(path, rec.text, words=rec.words, nbest=rec.nbest)
+
+    def log_probs_files(
+        self, paths: Sequence[str | Path]
+    ) -> Iterator[FileResult | tuple[list[str], torch.Tensor, torch.Tensor]]:
+        """Run the model over files in length-sorted batches.
+
+        Yields (paths, CPU log-probs (B, T', V), lengths (B,)) per batch, and a FileResult with
+        the error for each file that cannot be read.
+        """
         paths = [str(p) for p in paths]
-        durations, results = [], []
+        durations = {}
         for p in paths:
             try:
-                durations.append(audio_duration(p))
+                durations[p] = audio_duration(p)
             except AudioError as err:
-                durations.append(0.0)
-                results.append(FileResult(p, None, str(err)))
-        yield from results
-        bad = {r.path for r in results}
-        good = [p for p in paths if p not in bad]
-        good_durations = [d for p, d in zip(paths, durations, strict=True) if p not in bad]
+                yield FileResult(p, None, str(err))
+        good = [p for p in paths if p in durations]
         if not good:
             return
-        sampler = BucketBatchSampler(good_durations, self.batch_seconds, shuffle=False)
+        sampler = BucketBatchSampler(
+            [durations[p] for p in good], self.batch_seconds, shuffle=False
+        )
         loader = DataLoader(
             _Files(good, self.sample_rate),
             batch_sampler=sampler,
@@ -141,9 +229,8 @@ class Transcriber:
             for it in errors:
                 yield FileResult(good[it["index"]], None, it["error"])
             if batch is not None:
-                texts = self.decode_batch(batch["wavs"], batch["wav_lens"])
-                for i, text in zip(batch["indices"].tolist(), texts, strict=True):
-                    yield FileResult(good[i], text)
+                log_probs, lengths = self.log_probs(batch["wavs"], batch["wav_lens"])
+                yield [good[i] for i in batch["indices"].tolist()], log_probs, lengths
 
 
 def find_audio_files(inputs: Sequence[str | Path]) -> tuple[list[str], list[str]]:

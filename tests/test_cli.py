@@ -113,3 +113,106 @@ def test_console_entry_point_help():
         check=True,
     ).stdout
     assert "--format" in out and "FILE_OR_DIR" in out
+
+
+def _words_file(tmp_path: Path) -> Path:
+    from tests.conftest import TEXTS
+
+    words = sorted({w for text in TEXTS for w in text.split()})
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(words) + "\n")
+    return path
+
+
+def _unigram_arpa(path: Path, words: list[str]) -> Path:
+    """Uniform word unigrams (log10) and one bigram (KenLM needs order 2 or more): enough to
+    drive the decoder."""
+    vocab = ["<s>", "</s>", "<unk>", *words]
+    p = -np.log10(len(vocab) - 1)
+    lines = ["", "\\data\\", f"ngram 1={len(vocab)}", "ngram 2=1", "", "\\1-grams:"]
+    lines += [f"{-99 if w == '<s>' else p:.4f}\t{w}\t0" for w in vocab]
+    lines += ["", "\\2-grams:", f"{p:.4f}\t<s> {words[0]}"]
+    path.write_text("\n".join([*lines, "", "\\end\\", ""]))
+    return path
+
+
+def test_transcribe_with_lexicon_json_words_and_nbest(trained, tmp_path, capsys):
+    model, manifest = trained
+    utts = read_manifest(manifest)
+    words_file = _words_file(tmp_path)
+    lexicon = set(words_file.read_text().split())
+    args = ["transcribe", "--model", str(model), "--lexicon", str(words_file), "--format", "json"]
+    assert main([*args, "--nbest", "3", *(u.audio_filepath for u in utts)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in rows] == [u.audio_filepath for u in utts]
+    for row, utt in zip(rows, utts, strict=True):
+        assert set(row["text"].split()) <= lexicon
+        assert [w["word"] for w in row["words"]] == row["text"].split()
+        times = [t for w in row["words"] for t in (w["start"], w["end"])]
+        assert times == sorted(times) and times[0] >= 0 and times[-1] <= utt.duration + 0.05
+        assert all(0 <= w["confidence"] <= 1 for w in row["words"])
+        assert row["nbest"][0]["text"] == row["text"] and 1 <= len(row["nbest"]) <= 3
+        scores = [n["score"] for n in row["nbest"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_transcribe_subtitles(trained, tmp_path, capsys):
+    import srt
+    import webvtt
+
+    model, manifest = trained
+    utts = read_manifest(manifest)[:3]
+    files = [u.audio_filepath for u in utts]
+    base = ["transcribe", "--model", str(model)]
+    assert main([*base, "--format", "srt", *files]) == 1  # several files need --out-dir
+    assert "needs --out-dir" in capsys.readouterr().err
+    out_dir = tmp_path / "subs"
+    assert main([*base, "--format", "srt", "--out-dir", str(out_dir), *files]) == 0
+    capsys.readouterr()
+    assert main([*base, *files]) == 0
+    texts = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    for f, text in zip(files, texts, strict=True):
+        cues = list(srt.parse((out_dir / (Path(f).stem + ".srt")).read_text()))
+        assert " ".join(c.content for c in cues) == text
+    assert main([*base, "--format", "vtt", files[0]]) == 0
+    captions = webvtt.from_string(capsys.readouterr().out, strict=True)
+    assert " ".join(c.text for c in captions) == texts[0]
+
+
+def test_transcribe_refuses_inconsistent_options(trained, tmp_path, capsys):
+    model, manifest = trained
+    wav = read_manifest(manifest)[0].audio_filepath
+    assert main(["transcribe", "--model", str(model), "--nbest", "2", wav]) == 1
+    assert "--nbest needs beam search" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(model), "--lm-weight", "1", wav]) == 1
+    assert "--lm-weight and --word-score need --lm" in capsys.readouterr().err
+    missing = tmp_path / "missing.arpa"
+    assert main(["transcribe", "--model", str(model), "--lm", str(missing), wav]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(missing) in err
+
+
+def test_tune_decoder_stores_values_used_by_transcribe(trained, tmp_path, capsys):
+    import shutil
+
+    from asr.checkpoint import load_checkpoint
+
+    model, manifest = trained
+    model_copy = tmp_path / "model.pt"
+    shutil.copy(model, model_copy)
+    words_file = _words_file(tmp_path)
+    lm = _unigram_arpa(tmp_path / "words.arpa", words_file.read_text().split())
+    args = ["tune-decoder", "--model", str(model_copy), "--manifest", str(manifest)]
+    args += ["--lm", str(lm), "--lexicon", str(words_file), "--lm-weights", "0,0.5"]
+    assert main([*args, "--word-scores", "0,1", "--beam-size", "8"]) == 0
+    assert "best: lm_weight" in capsys.readouterr().out
+    tuned = load_checkpoint(model_copy)["decoder"]
+    assert len(tuned["grid"]) == 4 and tuned["beam_size"] == 8
+    assert tuned["dev_wer"] == min(g["wer"] for g in tuned["grid"])
+    wav = read_manifest(manifest)[0].audio_filepath
+    base = ["transcribe", "--model", str(model_copy), "--lexicon", str(words_file), wav]
+    assert main([*base, "--lm", str(lm)]) == 0
+    assert "not tuned" not in capsys.readouterr().err  # the stored values apply
+    other = _unigram_arpa(tmp_path / "other.arpa", ["a", "b"])
+    assert main([*base, "--lm", str(other)]) == 0
+    assert "not tuned for" in capsys.readouterr().err  # a different LM: said so

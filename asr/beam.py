@@ -1,0 +1,176 @@
+"""CTC beam search through torchaudio's flashlight-text decoder, with an optional n-gram LM.
+
+Two modes:
+- lexicon-constrained: only words of a lexicon (word list) are output; a word n-gram LM
+  (ARPA or KenLM binary) scores them. Works without an LM too (the lexicon alone constrains).
+- lexicon-free: any character string; needs a character n-gram LM (`asr lm build --unit char`).
+  Without an LM, flashlight's lexicon-free search merges prefixes and returns the greedy answer,
+  so that combination is refused rather than presented as beam search.
+
+Scores: the acoustic model gives natural-log probabilities, while flashlight adds the KenLM
+scores in log10: `lm_weight` multiplies those log10 scores (pyctcdecode's alpha = lm_weight /
+ln 10). `word_score` is added once per word (the word insertion bonus).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from asr.text import CharTokenizer, normalize_text
+
+SEPARATOR = "|"  # flashlight's name for our space token (the word separator)
+BLANK_NAME = "<blank>"
+
+
+class DecoderError(ValueError):
+    """A lexicon or LM that cannot be used; the message names the file and the cause."""
+
+
+@dataclass
+class BeamConfig:
+    beam_size: int = 32  # hypotheses kept per frame
+    beam_size_token: int | None = None  # tokens considered per frame (None = all)
+    beam_threshold: float = 25.0  # prune hypotheses this far below the best one
+    lm_weight: float = 0.5  # weight of the LM's log10 scores
+    word_score: float = 0.0  # added per word: > 0 favours more words, < 0 fewer
+    unk_score: float = -math.inf  # score of a word outside the lexicon (-inf: never)
+    nbest: int = 1  # hypotheses returned per utterance
+
+
+@dataclass
+class Hypothesis:
+    text: str  # normalised words separated by single spaces
+    token_ids: list[int]  # the tokenizer's ids for `text` (spaces included)
+    score: float  # the decoder's total score (acoustic + weighted LM + word bonuses)
+
+
+def read_word_list(path: str | Path) -> list[str]:
+    """Words of a lexicon or word-list file: the first column of each line, normalised."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DecoderError(f"{path}: no such lexicon file") from None
+    except (UnicodeDecodeError, IsADirectoryError) as err:
+        raise DecoderError(f"{path}: not a UTF-8 text lexicon ({err})") from None
+    words = {normalize_text(line.split()[0]) for line in lines if line.strip()}
+    words.discard("")
+    if not words:
+        raise DecoderError(f"{path}: lexicon has no words")
+    return sorted(words)
+
+
+def write_lexicon(words: Sequence[str], tokenizer: CharTokenizer, path: Path) -> list[str]:
+    """Write flashlight's lexicon (word, then its characters); returns the words left out.
+
+    The separator is not part of a spelling: flashlight takes it as optional silence between
+    words, as our models emit spaces between words but not after the last one. A word is left
+    out when it has a character the model cannot output, or a space.
+    """
+    kept, dropped = [], []
+    for word in words:
+        if " " in word or tokenizer.unknown_chars(word):
+            dropped.append(word)
+        else:
+            kept.append(f"{word}\t{' '.join(word)}")
+    if not kept:
+        raise DecoderError(f"{path}: none of the lexicon's words can be spelt by the model")
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return dropped
+
+
+class BeamSearchDecoder:
+    """Batched CTC beam search; `decode` takes the model's log-probs.
+
+    >>> dec = BeamSearchDecoder(tokenizer, BeamConfig(), words=["one", "two"])  # doctest: +SKIP
+    >>> dec.decode(log_probs, lengths)[0][0].text  # doctest: +SKIP
+    'one two'
+    """
+
+    def __init__(
+        self,
+        tokenizer: CharTokenizer,
+        cfg: BeamConfig,
+        words: Sequence[str] | None = None,
+        lm: str | Path | None = None,
+    ):
+        from torchaudio.models.decoder import ctc_decoder
+
+        if " " not in tokenizer.tokens:
+            raise DecoderError("the model's tokenizer has no space token: cannot separate words")
+        if words is None and lm is None:
+            raise DecoderError(
+                "beam search needs a lexicon or a language model: without either, the "
+                "lexicon-free search returns the greedy answer (use greedy decoding)"
+            )
+        if lm is not None and not Path(lm).is_file():
+            raise DecoderError(f"{lm}: no such language model file")
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.lexicon_free = words is None
+        self.dropped_words: list[str] = []
+        names = [BLANK_NAME, *(SEPARATOR if t == " " else t for t in tokenizer.tokens[1:])]
+        with tempfile.TemporaryDirectory() as tmp:
+            lexicon = lm_dict = None
+            if words is not None:
+                lexicon = Path(tmp) / "lexicon.txt"
+                self.dropped_words = write_lexicon(words, tokenizer, lexicon)
+            elif lm is not None:
+                # The LM's words are our tokens, listed in id order: torchaudio's own mapping
+                # for lexicon-free decoding reorders them, so the LM would score wrong tokens.
+                lm_dict = Path(tmp) / "lm_tokens.txt"
+                lm_dict.write_text("\n".join([*names, "<unk>"]) + "\n", encoding="utf-8")
+            try:
+                self._decoder = ctc_decoder(
+                    lexicon=str(lexicon) if lexicon else None,
+                    tokens=names,
+                    lm=str(lm) if lm is not None else None,
+                    lm_dict=str(lm_dict) if lm_dict else None,
+                    nbest=cfg.nbest,
+                    beam_size=cfg.beam_size,
+                    beam_size_token=cfg.beam_size_token,
+                    beam_threshold=cfg.beam_threshold,
+                    lm_weight=cfg.lm_weight if lm is not None else 0.0,
+                    word_score=cfg.word_score,
+                    unk_score=cfg.unk_score,
+                    sil_score=0.0,
+                    blank_token=BLANK_NAME,
+                    sil_token=SEPARATOR,
+                )
+            except RuntimeError as err:  # KenLM's own message for a bad file
+                # KenLM puts its source location first and the reason on the last line.
+                cause = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
+                raise DecoderError(f"{lm}: not a usable KenLM/ARPA model ({cause})") from None
+
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        """(B, T, V) log-probs and (B,) lengths -> per utterance, the n best hypotheses."""
+        emissions = log_probs.detach().float().cpu().contiguous()
+        results = self._decoder(emissions, lengths.cpu().to(torch.int32))
+        return [self._distinct([self._hypothesis(h) for h in hyps]) for hyps in results]
+
+    @staticmethod
+    def _distinct(hyps: list[Hypothesis]) -> list[Hypothesis]:
+        """Keep the best-scoring hypothesis of each text (n-best lists repeat texts that differ
+        only in alignment)."""
+        seen: set[str] = set()
+        out = []
+        for h in hyps:
+            if h.text not in seen:
+                seen.add(h.text)
+                out.append(h)
+        return out
+
+    def _hypothesis(self, hyp) -> Hypothesis:
+        if self.lexicon_free:
+            # Token ids are ours (same order); the separator may sit at both ends.
+            text = self.tokenizer.decode(hyp.tokens.tolist())
+        else:
+            text = " ".join(hyp.words)
+        text = " ".join(text.split())
+        return Hypothesis(text, self.tokenizer.encode(text), float(hyp.score))

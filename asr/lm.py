@@ -1,0 +1,431 @@
+"""N-gram language models for beam-search decoding: built with KenLM, read back for checks.
+
+`build_lm` turns a text file (one sentence per line) into `lm.arpa`, a KenLM binary `lm.bin`,
+for word models a `lexicon.txt` (word -> spelling in characters), and `lm.json` (what was
+built, from what, how). `kenlm_tools` finds KenLM's `lmplz` and `build_binary`, or builds
+them from KenLM's source release into a cache, once. `ArpaModel` reads an ARPA file and gives
+back-off probabilities, to test the model and to debug a decoder against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import gzip
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from asr.data import atomic_write_text
+from asr.text import normalize_text
+from data_prep.download import DownloadError, download_file, extract_archive, file_sha256
+
+# KenLM's source release: the sdist of the PyPI package kenlm 0.3.0 (URL and sha256 from the
+# PyPI JSON API, https://pypi.org/pypi/kenlm/0.3.0/json). It holds lm/builder (lmplz),
+# lm/build_binary_main.cc and the CMake build.
+KENLM_VERSION = "0.3.0"
+KENLM_URL = (
+    "https://files.pythonhosted.org/packages/02/6e/"
+    "f4e159cef39ea4ef2244b4aa32857d447d60a5d0ee269e1b1f8d3723c03e/kenlm-0.3.0.tar.gz"
+)
+KENLM_SHA256 = "c4628bb9fb63c8a6f9240035b8b037385cfc404cb72e933cf48878291edac1e8"
+# The Debian packages KenLM's CMakeLists.txt needs (Boost's program_options, system, thread
+# and unit_test_framework are all REQUIRED); zlib lets build_binary read .arpa.gz.
+KENLM_DEBS = (
+    "libboost-program-options-dev libboost-system-dev libboost-thread-dev "
+    "libboost-test-dev zlib1g-dev"
+)
+MIN_ORDER, MAX_ORDER = 2, 6  # build_binary refuses unigram models; KenLM's KENLM_MAX_ORDER
+# lmplz's sort buffers. Its default, 80% of the machine's memory, touches gigabytes even for a
+# ten-line text; 1G holds corpora of millions of words, and larger ones are sorted on disk.
+LMPLZ_MEMORY = "1G"
+WORD_SEPARATOR = "|"  # between words in a character LM and at the end of every lexicon spelling
+UNITS = ("word", "char")
+LM_JSON = "lm.json"
+
+
+class LMError(ValueError):
+    """A language model that cannot be built or read; the message names the file and cause."""
+
+
+@dataclass(frozen=True)
+class KenLMTools:
+    lmplz: Path  # estimates an ARPA model from text
+    build_binary: Path  # ARPA -> KenLM's binary format (fast to load)
+
+
+@dataclass(frozen=True)
+class LMFiles:
+    arpa: Path
+    binary: Path  # KenLM binary: what a decoder should load
+    lexicon: Path | None  # word -> "c h a r s |"; None for a character LM
+    unit: str  # "word" or "char"
+    order: int
+
+
+# ---------------------------------------------------------------------------------------------
+# KenLM tools: from PATH, from the cache, or built from source into the cache
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ASR_CACHE") or Path.home() / ".cache" / "rnn-asr")
+
+
+def kenlm_tools(cache_dir: Path | None = None) -> KenLMTools:
+    """`lmplz` and `build_binary` from PATH if both are there, else built once into the cache.
+
+    The build (download, cmake, compile: a minute or more) runs under a file lock in a
+    temporary folder that is renamed to `<cache>/kenlm-0.3.0` when complete, so concurrent
+    callers wait for one build and an interrupted build leaves nothing that looks finished.
+    """
+    lmplz, build_binary = shutil.which("lmplz"), shutil.which("build_binary")
+    if lmplz and build_binary:
+        return KenLMTools(Path(lmplz), Path(build_binary))
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = cache / f"kenlm-{KENLM_VERSION}"
+    tools = _cached_tools(final)
+    if tools is not None:
+        return tools
+    cache.mkdir(parents=True, exist_ok=True)
+    with _file_lock(cache / f".kenlm-{KENLM_VERSION}.lock"):
+        tools = _cached_tools(final)  # another process may have built it while we waited
+        if tools is None:
+            _build_kenlm(cache, final)
+            tools = _cached_tools(final)
+            assert tools is not None, f"{final}: build finished without the binaries"
+    return tools
+
+
+def _cached_tools(folder: Path) -> KenLMTools | None:
+    tools = KenLMTools(folder / "bin" / "lmplz", folder / "bin" / "build_binary")
+    if all(os.access(p, os.X_OK) for p in (tools.lmplz, tools.build_binary)):
+        return tools
+    return None
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_kenlm(cache: Path, final: Path) -> None:
+    """Download, unpack and compile lmplz and build_binary; only called under the lock."""
+    missing = [tool for tool in ("cmake", "make", "c++") if shutil.which(tool) is None]
+    if missing:
+        raise LMError(
+            f"cannot build KenLM: {', '.join(missing)} not found; "
+            "install them (Debian: apt-get install cmake build-essential)"
+        )
+    for stale in cache.glob(f".kenlm-{KENLM_VERSION}.build-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        archive = download_file(KENLM_URL, cache / Path(KENLM_URL).name, sha256=KENLM_SHA256)
+    except DownloadError as err:
+        raise LMError(f"cannot build KenLM: {err}") from None
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".kenlm-{KENLM_VERSION}.build-"))
+    log = cache / f"kenlm-{KENLM_VERSION}.build.log"
+    try:
+        extract_archive(archive, tmp / "src")
+        source, build = tmp / "src" / f"kenlm-{KENLM_VERSION}", tmp / "build"
+        with open(log, "w") as log_file:
+            configure = ["cmake", "-S", str(source), "-B", str(build)]
+            _run_build_step([*configure, "-DCMAKE_BUILD_TYPE=Release"], log_file, log)
+            compile_ = ["cmake", "--build", str(build), "--target", "lmplz", "build_binary"]
+            _run_build_step([*compile_, "-j2"], log_file, log)
+        out = tmp / "out" / "bin"
+        out.mkdir(parents=True)
+        for name in ("lmplz", "build_binary"):
+            shutil.copy2(build / "bin" / name, out / name)
+        if final.exists():  # incomplete (we checked under the lock): replace it
+            shutil.rmtree(final)
+        os.replace(tmp / "out", final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_build_step(cmd: list[str], log_file: IO[str], log: Path) -> None:
+    """Run one cmake step, stdout to the log; a failure becomes one LMError line."""
+    log_file.write(f"$ {shlex.join(cmd)}\n")
+    log_file.flush()
+    done = subprocess.run(cmd, stdout=log_file, stderr=subprocess.PIPE, text=True)
+    log_file.write(done.stderr)
+    if done.returncode == 0:
+        return
+    configuring = cmd[1] == "-S"
+    if configuring and "boost" in done.stderr.lower():
+        raise LMError(
+            f"cannot build KenLM: Boost not found (see {log}); "
+            f"install it (Debian: apt-get install {KENLM_DEBS})"
+        )
+    errors = [line.strip() for line in done.stderr.splitlines() if "error" in line.lower()]
+    last = errors[0] if errors else _last_line(done.stderr)
+    raise LMError(f"cannot build KenLM: {cmd[0]} {cmd[1]} failed: {last} (full log: {log})")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a model
+
+
+def to_lm_units(sentence: str, unit: str) -> str:
+    """A normalised sentence as lmplz sees it: words, or characters with "|" between words.
+
+    >>> to_lm_units("one two", "char")
+    'o n e | t w o'
+    """
+    if unit == "word":
+        return sentence
+    if unit == "char":
+        return f" {WORD_SEPARATOR} ".join(" ".join(word) for word in sentence.split())
+    raise LMError(f"unknown LM unit {unit!r} (expected one of {', '.join(UNITS)})")
+
+
+def lexicon_line(word: str) -> str:
+    """`one` -> "one<TAB>o n e": the word and its spelling, as the lexicon decoder reads it
+    (the word separator is optional silence between words, not part of a spelling)."""
+    return f"{word}\t{' '.join(word)}"
+
+
+def read_sentences(text: Path) -> list[str]:
+    """The file's lines, normalised, empty ones dropped; LMError names the file and line."""
+    text = Path(text)
+    if not text.is_file():
+        raise LMError(f"{text}: no such file")
+    sentences = []
+    for number, raw in enumerate(text.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise LMError(f"{text}:{number}: not UTF-8 text ({err.reason})") from None
+        sentence = normalize_text(line)
+        if sentence:
+            sentences.append(sentence)
+    if not sentences:
+        raise LMError(f"{text}: no text (every line is empty once normalised)")
+    return sentences
+
+
+def build_lm(
+    text: Path,
+    out_dir: Path,
+    order: int = 3,
+    unit: str = "word",
+    tools: KenLMTools | None = None,
+) -> LMFiles:
+    """Estimate an `order`-gram model of `text` with lmplz and write it to `out_dir`.
+
+    Writes lm.arpa, lm.bin, lexicon.txt (word models only) and, last, lm.json; a folder
+    without lm.json is not a finished model.
+    """
+    text, out_dir = Path(text), Path(out_dir)
+    if unit not in UNITS:
+        raise LMError(f"unknown LM unit {unit!r} (expected one of {', '.join(UNITS)})")
+    if not MIN_ORDER <= order <= MAX_ORDER:
+        raise LMError(f"LM order must be between {MIN_ORDER} and {MAX_ORDER}, got {order}")
+    sentences = read_sentences(text)
+    tools = tools or kenlm_tools()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / LM_JSON).unlink(missing_ok=True)  # the folder is unfinished until it is back
+
+    lmplz_options = ["-o", str(order), "--discount_fallback", "-S", LMPLZ_MEMORY]
+    work = Path(tempfile.mkdtemp(dir=out_dir, prefix=".lm-build-"))
+    try:
+        corpus = work / "corpus.txt"
+        corpus.write_text("".join(to_lm_units(s, unit) + "\n" for s in sentences), "utf-8")
+        files = ["-T", str(work), "--text", str(corpus), "--arpa", str(work / "lm.arpa")]
+        _run_kenlm([str(tools.lmplz), *lmplz_options, *files], what=f"lmplz on {text}")
+        _run_kenlm(
+            [str(tools.build_binary), str(work / "lm.arpa"), str(work / "lm.bin")],
+            what=f"build_binary on the ARPA model of {text}",
+        )
+        os.replace(work / "lm.arpa", out_dir / "lm.arpa")
+        os.replace(work / "lm.bin", out_dir / "lm.bin")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    words = sorted({w for s in sentences for w in s.split()})
+    lexicon = out_dir / "lexicon.txt"
+    if unit == "word":
+        atomic_write_text(lexicon, "".join(lexicon_line(w) + "\n" for w in words))
+    else:
+        lexicon.unlink(missing_ok=True)  # a word model's lexicon left from before
+    command = ["asr", "lm", "build", "--text", str(text), "--order", str(order)]
+    command += ["--out", str(out_dir), "--unit", unit]
+    units = sorted({u for s in sentences for u in to_lm_units(s, unit).split()})
+    info = {
+        "unit": unit,
+        "order": order,
+        "text": str(text.resolve()),
+        "sentences": len(sentences),
+        "words": sum(len(s.split()) for s in sentences),
+        "vocab_size": len(units),  # words, or characters and "|"; without <s>, </s>, <unk>
+        "lm_bin_sha256": file_sha256(out_dir / "lm.bin"),
+        "command": shlex.join(command),
+        "lmplz_options": lmplz_options,
+        "kenlm": {"lmplz": str(tools.lmplz), "build_binary": str(tools.build_binary)},
+    }
+    atomic_write_text(out_dir / LM_JSON, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    return load_lm_files(out_dir)
+
+
+def _run_kenlm(cmd: list[str], what: str) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise LMError(f"{what} failed (exit {done.returncode}): {_last_line(done.stderr)}")
+
+
+def load_lm_files(path: Path) -> LMFiles:
+    """The files of an LM folder written by `build_lm`."""
+    folder = Path(path)
+    try:
+        info = json.loads((folder / LM_JSON).read_text(encoding="utf-8"))
+        unit, order = info["unit"], int(info["order"])
+    except FileNotFoundError:
+        raise LMError(
+            f"{folder}: not an LM folder (no {LM_JSON}; make one with asr lm build)"
+        ) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise LMError(f"{folder / LM_JSON}: unreadable ({err})") from None
+    files = LMFiles(
+        arpa=folder / "lm.arpa",
+        binary=folder / "lm.bin",
+        lexicon=folder / "lexicon.txt" if unit == "word" else None,
+        unit=unit,
+        order=order,
+    )
+    for p in (files.arpa, files.binary, files.lexicon):
+        if p is not None and not p.is_file():
+            raise LMError(f"{folder}: incomplete LM folder, {p.name} is missing")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading ARPA files
+
+
+class ArpaModel:
+    """An ARPA back-off model in memory: log10 probabilities as KenLM computes them.
+
+    Words outside the vocabulary are scored as <unk>, as KenLM does.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        # (w1, ..., wn) -> (log10 p(wn | w1..wn-1), log10 back-off weight of w1..wn)
+        self.ngrams: dict[tuple[str, ...], tuple[float, float]] = {}
+        self.order = 0
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        try:
+            with opener(self.path, "rt", encoding="utf-8") as f:
+                self._read(f)
+        except (OSError, UnicodeDecodeError, EOFError) as err:
+            raise LMError(f"{self.path}: cannot read ARPA file ({err})") from None
+        self.vocab: set[str] = {ngram[0] for ngram in self.ngrams if len(ngram) == 1}
+
+    def _read(self, lines) -> None:
+        section = 0  # 0: before \data\ or in it; n: in the \n-grams: section
+        for number, raw in enumerate(lines, start=1):
+            line = raw.strip()
+            if not line or line.startswith("ngram ") or line == "\\data\\":
+                continue
+            if line == "\\end\\":
+                return
+            if line.startswith("\\") and line.endswith("-grams:"):
+                section = int(line[1:].split("-")[0])
+                self.order = max(self.order, section)
+                continue
+            fields = line.split()
+            if section == 0 or len(fields) not in (section + 1, section + 2):
+                raise LMError(f"{self.path}:{number}: not an ARPA line: {line[:80]!r}")
+            backoff = float(fields[section + 1]) if len(fields) == section + 2 else 0.0
+            self.ngrams[tuple(fields[1 : section + 1])] = (float(fields[0]), backoff)
+        raise LMError(f"{self.path}: no \\end\\ line (truncated?)")
+
+    def log10_prob(self, word: str, history: tuple[str, ...] = ()) -> float:
+        """log10 p(word | history), backing off to shorter histories as the ARPA format says."""
+        word = word if word in self.vocab else "<unk>"
+        history = tuple(w if w in self.vocab else "<unk>" for w in history)
+        history = history[len(history) - (self.order - 1) :] if self.order > 1 else ()
+        backoff = 0.0
+        for start in range(len(history) + 1):
+            context = history[start:]
+            found = self.ngrams.get((*context, word))
+            if found is not None:
+                return backoff + found[0]
+            backoff += self.ngrams.get(context, (0.0, 0.0))[1]
+        return -math.inf  # only when <unk> is missing from the model
+
+    def sentence_log10_prob(self, words: Sequence[str], eos: bool = True) -> float:
+        """log10 p(words [</s>] | <s>), the score KenLM gives a whole sentence."""
+        history: tuple[str, ...] = ("<s>",)
+        total = 0.0
+        for word in [*words, "</s>"] if eos else words:
+            total += self.log10_prob(word, history)
+            history = (*history, word)
+        return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: `asr lm build` and `asr lm install-kenlm` (wired in by asr/cli.py)
+
+
+def add_lm_build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text", type=Path, required=True, help="UTF-8 text, one sentence a line")
+    parser.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the model files")
+    parser.add_argument(
+        "--unit", choices=UNITS, default="word", help="words, or characters with | between words"
+    )
+    _add_cache_argument(parser)
+
+
+def add_lm_install_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_cache_argument(parser)
+
+
+def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where KenLM is built if not on PATH (default $ASR_CACHE or ~/.cache/rnn-asr)",
+    )
+
+
+def cmd_lm_build(args: argparse.Namespace) -> int:
+    read_sentences(args.text)  # a bad text fails now, not after a first KenLM build
+    tools = kenlm_tools(args.cache_dir)
+    files = build_lm(args.text, args.out, order=args.order, unit=args.unit, tools=tools)
+    info = json.loads((args.out / LM_JSON).read_text(encoding="utf-8"))
+    print(
+        f"{files.order}-gram {files.unit} LM of {info['sentences']} sentences, "
+        f"vocabulary {info['vocab_size']}"
+    )
+    for path in (files.arpa, files.binary, files.lexicon, args.out / LM_JSON):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_lm_install(args: argparse.Namespace) -> int:
+    tools = kenlm_tools(args.cache_dir)
+    print(f"lmplz: {tools.lmplz}\nbuild_binary: {tools.build_binary}")
+    return 0
