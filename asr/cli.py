@@ -264,6 +264,8 @@ def cmd_prepare_synth(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from asr.tune import DEFAULT_LM_WEIGHTS, DEFAULT_WORD_SCORES
+
     parser = argparse.ArgumentParser(
         prog="asr", description="Speech recognition with recurrent networks and CTC."
     )
@@ -325,9 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoder_args(p, tuning=True)
     p.add_argument("--manifest", required=True, help="dev manifest (JSON lines with text)")
     p.add_argument(
-        "--lm-weights", default="0,0.25,0.5,0.75,1,1.5,2", help="comma-separated LM weights"
+        "--lm-weights",
+        default=",".join(f"{w:g}" for w in DEFAULT_LM_WEIGHTS),
+        help="comma-separated LM weights (%(default)s)",
     )
-    p.add_argument("--word-scores", default="-1,0,1,2", help="comma-separated word bonuses")
+    p.add_argument(
+        "--word-scores",
+        default=",".join(f"{w:g}" for w in DEFAULT_WORD_SCORES),
+        help="comma-separated word bonuses (%(default)s)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the best values, store nothing")
     p.set_defaults(func=cmd_tune_decoder)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from asr.data import atomic_write_text
+from asr.data import ManifestError, atomic_write_text, read_manifest
 from asr.text import normalize_text
 from data_prep.download import DownloadError, download_file, extract_archive, file_sha256
 
@@ -205,16 +205,25 @@ def lexicon_line(word: str) -> str:
 
 
 def read_sentences(text: Path) -> list[str]:
-    """The file's lines, normalised, empty ones dropped; LMError names the file and line."""
+    """The file's lines (a .jsonl manifest: its "text" fields), normalised, empty ones dropped;
+    LMError names the file and line."""
     text = Path(text)
     if not text.is_file():
         raise LMError(f"{text}: no such file")
-    sentences = []
-    for number, raw in enumerate(text.read_bytes().splitlines(), start=1):
+    if text.suffix == ".jsonl":
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise LMError(f"{text}:{number}: not UTF-8 text ({err.reason})") from None
+            lines = [u.text for u in read_manifest(text)]
+        except ManifestError as err:
+            raise LMError(str(err)) from None
+    else:
+        lines = []
+        for number, raw in enumerate(text.read_bytes().splitlines(), start=1):
+            try:
+                lines.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise LMError(f"{text}:{number}: not UTF-8 text ({err.reason})") from None
+    sentences = []
+    for line in lines:
         sentence = normalize_text(line)
         if sentence:
             sentences.append(sentence)
@@ -388,7 +397,12 @@ class ArpaModel:
 
 
 def add_lm_build_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text", type=Path, required=True, help="UTF-8 text, one sentence a line")
+    parser.add_argument(
+        "--text",
+        type=Path,
+        required=True,
+        help="UTF-8 text, one sentence a line, or a .jsonl manifest (its text fields)",
+    )
     parser.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the model files")
     parser.add_argument(

@@ -93,16 +93,40 @@ class Transcriber:
         self.batch_seconds = batch_seconds
         self.num_workers = num_workers
         self.decoder = decoder
+        self.notes: list[str] = []  # what the user should know about the decoder's settings
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs) -> Transcriber:
-        return cls.from_state(load_checkpoint(path), device, **kwargs)
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        lm: str | Path | None = None,
+        lexicon: str | Path | None = None,
+        **kwargs,
+    ) -> Transcriber:
+        """Greedy decoding, or beam search with an LM folder/file and/or a lexicon, using the
+        decoder values `asr tune-decoder` stored in the checkpoint for that LM."""
+        return cls.from_state(load_checkpoint(path), device, lm, lexicon, **kwargs)
 
     @classmethod
-    def from_state(cls, state: dict, device: str = "auto", **kwargs) -> Transcriber:
+    def from_state(
+        cls,
+        state: dict,
+        device: str = "auto",
+        lm: str | Path | None = None,
+        lexicon: str | Path | None = None,
+        **kwargs,
+    ) -> Transcriber:
         """From a loaded checkpoint dict (see asr.checkpoint.load_checkpoint)."""
         model, tokenizer = recogniser_from_state(state)
-        return cls(model, tokenizer, pick_device(device), **kwargs)
+        transcriber = cls(model, tokenizer, pick_device(device), **kwargs)
+        if lm is not None or lexicon is not None:
+            from asr.tune import make_decoder, resolve_lm, tuned_settings
+
+            decoder, notes = make_decoder(tokenizer, resolve_lm(lm, lexicon), tuned_settings(state))
+            transcriber.decoder = decoder
+            transcriber.notes = notes
+        return transcriber
 
     @property
     def sample_rate(self) -> int:

@@ -21,8 +21,8 @@ from asr.metrics import score_corpus, score_utterance
 from asr.text import CharTokenizer, normalize_text
 from asr.transcribe import FileResult, Transcriber
 
-DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-DEFAULT_WORD_SCORES = (-1.0, 0.0, 1.0, 2.0)
+DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_WORD_SCORES = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0)
 
 
 @dataclass

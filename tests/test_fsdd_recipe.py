@@ -50,6 +50,9 @@ def test_recipe_trains_briefly_and_transcribes(tmp_path: Path):
     assert results["test"]["utterances"] == results["dev"]["utterances"] == 300
     # Chance is 90% WER; after six short epochs the model is far better than that.
     assert results["test"]["wer"] < 0.5, results
+    # The decoder restricted to the ten digit words is no worse than greedy decoding.
+    assert results["test-lexicon"]["wer"] <= results["test"]["wer"], results
+    assert results["test-lm"]["utterances"] == 300
     lines = [line for line in run.stdout.splitlines() if "\t" in line]
     assert [Path(line.split("\t")[0]).name for line in lines] == [
         "0_george_0.wav",

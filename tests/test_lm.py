@@ -254,3 +254,16 @@ def test_missing_build_tools_and_boost_give_one_line_with_the_fix(
         "kenlm-0.3.0.build.log",
         "kenlm-0.3.0.tar.gz",
     ]
+
+
+def test_manifest_text_is_read_from_its_text_fields(tmp_path: Path) -> None:
+    from asr.data import Utterance, write_manifest
+    from asr.lm import read_sentences
+
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, [Utterance("a.wav", 1.0, "One TWO"), Utterance("b.wav", 1.0, "  ")])
+    assert read_sentences(manifest) == ["one two"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(LMError, match=r"broken\.jsonl"):
+        read_sentences(broken)

@@ -45,4 +45,11 @@ def test_reduced_recipe_beats_chance_on_unseen_voices(tmp_path: Path):
     # Guessing digit words gives a WER near 100%; a small model on 400 utterances does far
     # better on voices it never heard.
     assert results["synth-test"]["wer"] < 0.6, results
+    # Beam search restricted to the training words with their LM, tuned on the dev voices.
+    assert results["synth-test-lm"]["utterances"] == 60
+    assert results["synth-test-lm"]["wer"] < 0.6, results
     assert "synth-test: WER" in run.stdout and "== summary" in run.stdout
+    transcripts = sorted(p.name for p in (exp / "transcripts").iterdir())
+    assert [n for n in transcripts if n.endswith(".srt")] and [
+        n for n in transcripts if n.endswith(".json")
+    ]

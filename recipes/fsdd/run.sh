@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Free Spoken Digit Dataset recipe: prepare -> train -> evaluate -> transcribe examples.
+# Free Spoken Digit Dataset recipe: prepare -> train -> LM of the training text and decoder
+# tuning on dev -> evaluate (greedy, lexicon of the ten digit words, lexicon + LM) ->
+# transcribe examples.
 #
 #   bash recipes/fsdd/run.sh --exp-dir exp/fsdd [--source DIR] [--split standard|speaker:NAME]
 #        [--stage N] [--stop-stage N] [-- section.key=value ...]
@@ -13,7 +15,7 @@ source_dir=""
 exp_dir=""
 split="standard"
 stage=0
-stop_stage=3
+stop_stage=4
 asr=${ASR:-asr}
 
 while [ $# -gt 0 ]; do
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,16 +59,25 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: evaluate the best checkpoint"
-  for set in dev test; do
-    $asr evaluate --model "$exp_dir/best.pt" --manifest "$data_dir/$set.jsonl" --name "$set" \
-      --out-dir "$exp_dir" --results "$exp_dir/results.json"
-  done
-  echo "results: $exp_dir/results.json"
+  echo "== stage 2: word bigram LM of the training text (its lexicon: the ten digit words)"
+  $asr lm build --text "$data_dir/train.jsonl" --order 2 --out "$exp_dir/lm"
+  $asr tune-decoder --model "$exp_dir/best.pt" --manifest "$data_dir/dev.jsonl" --lm "$exp_dir/lm"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: transcribe two test files"
+  echo "== stage 3: evaluate the best checkpoint (greedy; lexicon only; lexicon + LM)"
+  common=(--model "$exp_dir/best.pt" --out-dir "$exp_dir" --results "$exp_dir/results.json")
+  for set in dev test; do
+    $asr evaluate "${common[@]}" --manifest "$data_dir/$set.jsonl" --name "$set"
+  done
+  $asr evaluate "${common[@]}" --manifest "$data_dir/test.jsonl" --name test-lexicon \
+    --lexicon "$exp_dir/lm/lexicon.txt"
+  $asr evaluate "${common[@]}" --manifest "$data_dir/test.jsonl" --name test-lm --lm "$exp_dir/lm"
+  echo "results: $exp_dir/results.json"
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "== stage 4: transcribe two test files"
   mapfile -t examples < <(head -n 2 "$data_dir/test.jsonl" \
     | python3 -c 'import json,sys; [print(json.loads(l)["audio_filepath"]) for l in sys.stdin]')
   $asr transcribe --model "$exp_dir/best.pt" "${examples[@]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Synthetic speech recipe, no download needed: synthesise connected digits with every offline
-# voice -> train -> evaluate on voices never heard in training and on real human digits (FSDD)
-# -> transcribe two examples -> summary.
+# voice -> train -> n-gram LM on the training text, decoder tuned on the dev voices -> evaluate
+# (greedy and beam search + LM) on voices never heard in training and on real human digits
+# (FSDD) -> transcribe two examples with word times -> summary.
 #
 #   bash recipes/synth/run.sh --exp-dir exp/synth [--fsdd DIR] [--num-train N] [--num-eval N]
 #        [--mix-fsdd] [--stage N] [--stop-stage N] [-- section.key=value ...]
@@ -19,7 +20,7 @@ num_train=3000
 num_eval=300
 mix_fsdd=0
 stage=0
-stop_stage=4
+stop_stage=5
 asr=${ASR:-asr}
 
 while [ $# -gt 0 ]; do
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,36 +73,53 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: evaluate the best checkpoint"
-  $asr evaluate --model "$exp_dir/best.pt" --manifest "$data/test.jsonl" --name synth-test \
-    --out-dir "$exp_dir" --results "$exp_dir/results.json"
-  if [ -f "$exp_dir/fsdd/test.jsonl" ]; then
-    $asr evaluate --model "$exp_dir/best.pt" --manifest "$exp_dir/fsdd/test.jsonl" \
-      --name fsdd-test --out-dir "$exp_dir" --results "$exp_dir/results.json"
-  else
-    echo "no FSDD manifests: real human speech not evaluated"
-  fi
+  echo "== stage 2: 3-gram word LM of the training text; LM weight and word bonus tuned on dev"
+  $asr lm build --text "$data/train.jsonl" --order 3 --out "$exp_dir/lm"
+  $asr tune-decoder --model "$exp_dir/best.pt" --manifest "$data/dev.jsonl" --lm "$exp_dir/lm"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: transcribe two files (an unseen synthetic voice, a real human if present)"
+  echo "== stage 3: evaluate the best checkpoint: greedy, then beam search with the LM"
+  sets=("synth-test:$data/test.jsonl")
+  if [ -f "$exp_dir/fsdd/test.jsonl" ]; then
+    sets+=("fsdd-test:$exp_dir/fsdd/test.jsonl")
+  else
+    echo "no FSDD manifests: real human speech not evaluated"
+  fi
+  for entry in "${sets[@]}"; do
+    name=${entry%%:*} manifest=${entry#*:}
+    $asr evaluate --model "$exp_dir/best.pt" --manifest "$manifest" --name "$name" \
+      --out-dir "$exp_dir" --results "$exp_dir/results.json"
+    $asr evaluate --model "$exp_dir/best.pt" --manifest "$manifest" --name "$name-lm" \
+      --lm "$exp_dir/lm" --out-dir "$exp_dir" --results "$exp_dir/results.json"
+  done
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "== stage 4: transcribe two files (an unseen synthetic voice, a real human if present)"
   examples=("$data/$(head -n 1 "$data/test.jsonl" | sed 's/.*"audio_filepath": "\([^"]*\)".*/\1/')")
   if [ -f "$exp_dir/fsdd/test.jsonl" ]; then
     examples+=("$(head -n 1 "$exp_dir/fsdd/test.jsonl" | sed 's/.*"audio_filepath": "\([^"]*\)".*/\1/')")
   fi
-  $asr transcribe --model "$exp_dir/best.pt" "${examples[@]}"
+  $asr transcribe --model "$exp_dir/best.pt" --lm "$exp_dir/lm" "${examples[@]}"
+  $asr transcribe --model "$exp_dir/best.pt" --lm "$exp_dir/lm" --format json \
+    --out-dir "$exp_dir/transcripts" "${examples[@]}"
+  $asr transcribe --model "$exp_dir/best.pt" --lm "$exp_dir/lm" --format srt \
+    --out-dir "$exp_dir/transcripts" "${examples[@]}"
 fi
 
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   echo "== summary"
   echo "corpus and manifests:  $data (settings.json, train/dev/test.jsonl)"
-  echo "checkpoints:           $exp_dir/best.pt, $exp_dir/last.pt"
-  echo "results:               $exp_dir/results.json"
+  echo "checkpoints:           $exp_dir/best.pt (with the tuned decoder values), $exp_dir/last.pt"
+  echo "language model:        $exp_dir/lm (lm.arpa, lm.bin, lexicon.txt)"
+  echo "results:               $exp_dir/results.json (NAME-lm: beam search with the LM)"
   echo "per-utterance reports: $exp_dir/errs-*.txt"
+  echo "transcripts:           $exp_dir/transcripts (JSON with word times, SRT subtitles)"
   echo "training curves:       tensorboard --logdir $exp_dir/tensorboard"
   python3 -c 'import json, sys
 for name, r in sorted(json.load(open(sys.argv[1])).items()):
     wer, cer, n = 100 * r["wer"], 100 * r["cer"], r["utterances"]
-    print(f"{name:>12}: WER {wer:.2f}%  CER {cer:.2f}%  ({n} utterances)")' \
+    print(f"{name:>14}: WER {wer:.2f}%  CER {cer:.2f}%  ({n} utterances)")' \
     "$exp_dir/results.json"
 fi
