@@ -67,18 +67,18 @@ def read_word_list(path: str | Path) -> list[str]:
 
 
 def write_lexicon(words: Sequence[str], tokenizer: CharTokenizer, path: Path) -> list[str]:
-    """Write flashlight's lexicon (word, then its characters); returns the words left out.
+    """Write flashlight's lexicon (word, its characters, the separator); returns the words
+    left out: those with a character the model cannot output, or a space.
 
-    The separator is not part of a spelling: flashlight takes it as optional silence between
-    words, as our models emit spaces between words but not after the last one. A word is left
-    out when it has a character the model cannot output, or a space.
+    A spelling ends with the separator: flashlight completes a word when it reads one (without
+    it, words run together: "seven" + "one" from the frames of "seven").
     """
     kept, dropped = [], []
     for word in words:
         if " " in word or tokenizer.unknown_chars(word):
             dropped.append(word)
         else:
-            kept.append(f"{word}\t{' '.join(word)}")
+            kept.append(f"{word}\t{' '.join(word)} {SEPARATOR}")
     if not kept:
         raise DecoderError(f"{path}: none of the lexicon's words can be spelt by the model")
     path.write_text("\n".join(kept) + "\n", encoding="utf-8")
@@ -113,6 +113,7 @@ class BeamSearchDecoder:
             raise DecoderError(f"{lm}: no such language model file")
         self.tokenizer = tokenizer
         self.cfg = cfg
+        self._separator = tokenizer.tokens.index(" ")
         self.lexicon_free = words is None
         self.dropped_words: list[str] = []
         names = [BLANK_NAME, *(SEPARATOR if t == " " else t for t in tokenizer.tokens[1:])]
@@ -150,9 +151,26 @@ class BeamSearchDecoder:
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """(B, T, V) log-probs and (B,) lengths -> per utterance, the n best hypotheses."""
-        emissions = log_probs.detach().float().cpu().contiguous()
-        results = self._decoder(emissions, lengths.cpu().to(torch.int32))
+        emissions = log_probs.detach().float().cpu()
+        lengths = lengths.cpu().to(torch.int32)
+        if not self.lexicon_free:
+            emissions, lengths = self._append_separator(emissions, lengths)
+        results = self._decoder(emissions.contiguous(), lengths)
         return [self._distinct([self._hypothesis(h) for h in hyps]) for hyps in results]
+
+    def _append_separator(
+        self, emissions: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, V) -> (B, T + 1, V) with a certain separator frame after each utterance.
+
+        Lexicon spellings end with the separator (flashlight completes a word there), but our
+        models emit spaces only between words: this frame completes the last word at no cost.
+        """
+        b, _, v = emissions.shape
+        out = torch.cat([emissions, emissions.new_full((b, 1, v), -1e4)], dim=1)
+        out[torch.arange(b), lengths.long()] = -1e4
+        out[torch.arange(b), lengths.long(), self._separator] = 0.0
+        return out, lengths + 1
 
     @staticmethod
     def _distinct(hyps: list[Hypothesis]) -> list[Hypothesis]:

@@ -199,9 +199,8 @@ def to_lm_units(sentence: str, unit: str) -> str:
 
 
 def lexicon_line(word: str) -> str:
-    """`one` -> "one<TAB>o n e": the word and its spelling, as the lexicon decoder reads it
-    (the word separator is optional silence between words, not part of a spelling)."""
-    return f"{word}\t{' '.join(word)}"
+    """`one` -> "one<TAB>o n e |": the word and its spelling, as a lexicon decoder reads it."""
+    return f"{word}\t{' '.join(word)} {WORD_SEPARATOR}"
 
 
 def read_sentences(text: Path) -> list[str]:

@@ -137,3 +137,30 @@ def test_scores_are_finite_log_domain():
     log_probs = frames({"a": 0.9})
     hyp = BeamSearchDecoder(TOK, BeamConfig(), words=["a"]).decode(log_probs, torch.tensor([1]))
     assert math.isfinite(hyp[0][0].score) and hyp[0][0].score <= 0
+
+
+# "seven" then a space as a trained synthetic-speech model gave them: characters held for
+# several frames. Lexicon spellings without a final separator turned this into "seven one".
+SEVEN = [{"s": 1.0}, {"s": 0.92}, {"-": 1}, {"-": 1}, {"e": 0.53}, {"e": 1.0},
+         {"e": 0.62, "v": 0.38}, {"v": 1.0}, {"v": 0.98, "e": 0.02}, {"e": 0.99}, {"e": 1.0},
+         {"e": 0.55, "n": 0.42}, {"n": 1.0}, {"n": 1.0}, {"n": 1.0}, {"n": 1.0}, {"n": 0.77},
+         {"-": 0.77, " ": 0.21}, {" ": 1.0}, {" ": 1.0}]  # fmt: skip
+ONE = [{"o": 0.9}, {"o": 0.9}, {"n": 0.9}, {"n": 0.9}, {"e": 0.9}, {"-": 1}, {" ": 0.9}]
+
+
+def test_words_held_for_many_frames_do_not_grow_extra_words():
+    decoder = BeamSearchDecoder(TOK, BeamConfig(beam_size=16), words=["seven", "one", "two"])
+    cases = {
+        "seven": frames(*SEVEN[:-3]),  # the last word: no space after it
+        "seven seven": frames(*SEVEN, *SEVEN[:-3]),
+        "seven one seven": frames(*SEVEN, *ONE, *SEVEN[:-3]),
+    }
+    for text, log_probs in cases.items():
+        length = torch.tensor([log_probs.shape[1]])
+        assert decoder.decode(log_probs, length)[0][0].text == text
+    # A padded batch: the shorter utterance's last word completes at its own length.
+    long, short = cases["seven one seven"], cases["seven"]
+    pad = long[:, : long.shape[1] - short.shape[1]]
+    batch = torch.cat([long, torch.cat([short, pad], dim=1)])
+    hyps = decoder.decode(batch, torch.tensor([long.shape[1], short.shape[1]]))
+    assert [h[0].text for h in hyps] == ["seven one seven", "seven"]

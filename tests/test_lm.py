@@ -85,7 +85,7 @@ def test_kenlm_loads_binary_and_arpa_with_the_same_scores(word_lm) -> None:
 
     _, files = word_lm
     lexicon = load_words(str(files.lexicon))  # the lexicon format flashlight's decoders read
-    assert lexicon["it's"] == [["i", "t", "'", "s"]]
+    assert lexicon["it's"] == [["i", "t", "'", "s", "|"]]
     words = Dictionary([*sorted(lexicon), "zebra"])
     arpa = ArpaModel(files.arpa)
     sentences = [
@@ -113,7 +113,9 @@ def test_word_lm_files_lexicon_and_metadata(tools: KenLMTools, tmp_path: Path) -
     text.write_text("Two ONE!\n\n  it’s two\n", encoding="utf-8")
     files = build_lm(text, tmp_path / "lm", order=2, tools=tools)
     assert files.lexicon is not None
-    assert files.lexicon.read_text(encoding="utf-8") == ("it's\ti t ' s\none\to n e\ntwo\tt w o\n")
+    assert files.lexicon.read_text(encoding="utf-8") == (
+        "it's\ti t ' s |\none\to n e |\ntwo\tt w o |\n"
+    )
     assert load_lm_files(tmp_path / "lm") == files
     info = json.loads((tmp_path / "lm" / "lm.json").read_text())
     assert (info["unit"], info["order"], info["sentences"], info["words"]) == ("word", 2, 2, 4)
