@@ -36,7 +36,7 @@ class DecoderError(ValueError):
 class BeamConfig:
     beam_size: int = 32  # hypotheses kept per frame
     beam_size_token: int | None = None  # tokens considered per frame (None = all)
-    beam_threshold: float = 25.0  # prune hypotheses this far below the best one
+    beam_threshold: float = 10.0  # prune hypotheses this far below the best (pyctcdecode: 10)
     lm_weight: float = 0.5  # weight of the LM's log10 scores
     word_score: float = 0.0  # added per word: > 0 favours more words, < 0 fewer
     unk_score: float = -math.inf  # score of a word outside the lexicon (-inf: never)
