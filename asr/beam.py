@@ -102,8 +102,6 @@ class BeamSearchDecoder:
     ):
         from torchaudio.models.decoder import ctc_decoder
 
-        if " " not in tokenizer.tokens:
-            raise DecoderError("the model's tokenizer has no space token: cannot separate words")
         if words is None and lm is None:
             raise DecoderError(
                 "beam search needs a lexicon or a language model: without either, the "
@@ -113,10 +111,15 @@ class BeamSearchDecoder:
             raise DecoderError(f"{lm}: no such language model file")
         self.tokenizer = tokenizer
         self.cfg = cfg
-        self._separator = tokenizer.tokens.index(" ")
         self.lexicon_free = words is None
         self.dropped_words: list[str] = []
         names = [BLANK_NAME, *(SEPARATOR if t == " " else t for t in tokenizer.tokens[1:])]
+        # A model trained on single words has no space token; flashlight still needs a separator:
+        # an extra token the model never emits (only in the frame `_append_separator` adds).
+        self._extra_separator = " " not in tokenizer.tokens
+        if self._extra_separator:
+            names.append(SEPARATOR)
+        self._separator = names.index(SEPARATOR)
         with tempfile.TemporaryDirectory() as tmp:
             lexicon = lm_dict = None
             if words is not None:
@@ -153,6 +156,10 @@ class BeamSearchDecoder:
         """(B, T, V) log-probs and (B,) lengths -> per utterance, the n best hypotheses."""
         emissions = log_probs.detach().float().cpu()
         lengths = lengths.cpu().to(torch.int32)
+        if self._extra_separator:  # (B, T, V) -> (B, T, V + 1): the separator is never emitted
+            emissions = torch.cat(
+                [emissions, emissions.new_full((*emissions.shape[:2], 1), -1e4)], -1
+            )
         if not self.lexicon_free:
             emissions, lengths = self._append_separator(emissions, lengths)
         results = self._decoder(emissions.contiguous(), lengths)
@@ -187,7 +194,8 @@ class BeamSearchDecoder:
     def _hypothesis(self, hyp) -> Hypothesis:
         if self.lexicon_free:
             # Token ids are ours (same order); the separator may sit at both ends.
-            text = self.tokenizer.decode(hyp.tokens.tolist())
+            ids = [i for i in hyp.tokens.tolist() if i < self.tokenizer.vocab_size]
+            text = self.tokenizer.decode(ids)
         else:
             text = " ".join(hyp.words)
         text = " ".join(text.split())

@@ -111,9 +111,6 @@ def test_refuses_what_would_not_be_beam_search_or_cannot_load(tmp_path: Path):
         BeamSearchDecoder(TOK, BeamConfig(), lm=bad)
     with pytest.raises(DecoderError, match="none of the lexicon's words"):
         BeamSearchDecoder(TOK, BeamConfig(), words=["ÆØÅ", "42"])
-    no_space = CharTokenizer(["a", "b"])
-    with pytest.raises(DecoderError, match="no space token"):
-        BeamSearchDecoder(no_space, BeamConfig(), words=["ab"])
 
 
 def test_unspellable_words_are_reported_not_silently_used():
@@ -164,3 +161,15 @@ def test_words_held_for_many_frames_do_not_grow_extra_words():
     batch = torch.cat([long, torch.cat([short, pad], dim=1)])
     hyps = decoder.decode(batch, torch.tensor([long.shape[1], short.shape[1]]))
     assert [h[0].text for h in hyps] == ["seven one seven", "seven"]
+
+
+def test_model_without_space_token_decodes_single_words():
+    # A model trained on isolated words (FSDD) has no space token.
+    tok = CharTokenizer(list("eno"))  # ids: blank 0, e 1, n 2, o 3
+    log_probs = torch.full((1, 5, 4), 1e-3)
+    for t, i in enumerate([3, 0, 2, 1, 1]):  # "o", blank, "n", "e", "e": greedy "one"
+        log_probs[0, t, i] = 1.0
+    log_probs = (log_probs / log_probs.sum(-1, keepdim=True)).log()
+    decoder = BeamSearchDecoder(tok, BeamConfig(beam_size=8), words=["one", "neon"])
+    (hyp,) = decoder.decode(log_probs, torch.tensor([5]))[0][:1]
+    assert hyp.text == "one" and hyp.token_ids == tok.encode("one")
