@@ -56,24 +56,19 @@ def _transcriber(args: argparse.Namespace, nbest: int = 1):
     """The checkpoint's transcriber, with beam search when --lm or --lexicon is given."""
     from asr.checkpoint import load_checkpoint
     from asr.transcribe import Transcriber
-    from asr.tune import make_decoder, resolve_lm, tuned_settings
 
-    state = load_checkpoint(args.model)
+    options = {"beam_size": args.beam_size, "lm_weight": args.lm_weight}
+    options.update(word_score=args.word_score, nbest=nbest)
     transcriber = Transcriber.from_state(
-        state, device=args.device, batch_seconds=args.batch_seconds
+        load_checkpoint(args.model),
+        device=args.device,
+        lm=args.lm,
+        lexicon=args.lexicon,
+        decoder_options=options,
+        batch_seconds=args.batch_seconds,
     )
-    decoder, notes = make_decoder(
-        transcriber.tokenizer,
-        resolve_lm(args.lm, args.lexicon),
-        tuned_settings(state),
-        beam_size=args.beam_size,
-        lm_weight=args.lm_weight,
-        word_score=args.word_score,
-        nbest=nbest,
-    )
-    for note in notes:
+    for note in transcriber.notes:
         print(f"asr: note: {note}", file=sys.stderr)
-    transcriber.decoder = decoder
     return transcriber
 
 

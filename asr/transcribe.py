@@ -115,17 +115,21 @@ class Transcriber:
         device: str = "auto",
         lm: str | Path | None = None,
         lexicon: str | Path | None = None,
+        decoder_options: dict | None = None,
         **kwargs,
     ) -> Transcriber:
-        """From a loaded checkpoint dict (see asr.checkpoint.load_checkpoint)."""
+        """From a loaded checkpoint dict (see asr.checkpoint.load_checkpoint).
+
+        `decoder_options`: beam_size, lm_weight, word_score, nbest (see asr.tune.make_decoder).
+        """
         model, tokenizer = recogniser_from_state(state)
         transcriber = cls(model, tokenizer, pick_device(device), **kwargs)
-        if lm is not None or lexicon is not None:
+        if lm is not None or lexicon is not None or decoder_options:
             from asr.tune import make_decoder, resolve_lm, tuned_settings
 
-            decoder, notes = make_decoder(tokenizer, resolve_lm(lm, lexicon), tuned_settings(state))
-            transcriber.decoder = decoder
-            transcriber.notes = notes
+            transcriber.decoder, transcriber.notes = make_decoder(
+                tokenizer, resolve_lm(lm, lexicon), tuned_settings(state), **(decoder_options or {})
+            )
         return transcriber
 
     @property

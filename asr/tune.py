@@ -7,7 +7,7 @@ keyed by the LM's sha256, so `asr transcribe --lm LM` uses them without further 
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,9 +59,12 @@ def resolve_lm(lm: str | Path | None, lexicon: str | Path | None) -> LMChoice:
         return LMChoice(None, lexicon_path, None)
     path = Path(lm)
     if path.is_dir():
+        # `asr lm build` recorded the binary's sha256: no need to hash a large file again.
         files = load_lm_files(path)
-        lm_file = files.binary if files.binary is not None else files.arpa
-        return LMChoice(lm_file, lexicon_path or files.lexicon, file_sha256(lm_file))
+        recorded = json.loads((path / "lm.json").read_text(encoding="utf-8")).get("lm_bin_sha256")
+        return LMChoice(
+            files.binary, lexicon_path or files.lexicon, recorded or file_sha256(files.binary)
+        )
     if not path.is_file():
         raise DecoderError(f"{path}: no such language model file or folder")
     return LMChoice(path, lexicon_path, file_sha256(path))
@@ -184,4 +187,4 @@ def store_settings(checkpoint: str | Path, settings: DecoderSettings) -> None:
 def tuned_settings(checkpoint_state: dict) -> dict | None:
     """The checkpoint's stored decoder values, if any."""
     tuned = checkpoint_state.get("decoder")
-    return tuned if isinstance(tuned, dict) and math.isfinite(tuned.get("lm_weight", 0)) else None
+    return tuned if isinstance(tuned, dict) else None
