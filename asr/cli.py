@@ -12,7 +12,8 @@ from asr.audio import AudioError
 from asr.beam import DecoderError
 from asr.checkpoint import CheckpointError
 from asr.config import ConfigError
-from asr.data import ManifestError, atomic_write_text
+from asr.data import ManifestError
+from asr.files import atomic_write_text
 from asr.text import TokenizerError
 
 # Errors whose message already names the file and the cause: printed as one line, exit 1.

@@ -25,9 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from asr.data import ManifestError, atomic_write_text, read_manifest
+from asr.data import ManifestError, read_manifest
 from asr.text import normalize_text
-from data_prep.download import DownloadError, download_file, extract_archive, file_sha256
+from asr.files import (
+    DownloadError,
+    atomic_write_text,
+    download_file,
+    extract_archive,
+    file_sha256,
+)
 
 # KenLM's source release: the sdist of the PyPI package kenlm 0.3.0 (URL and sha256 from the
 # PyPI JSON API, https://pypi.org/pypi/kenlm/0.3.0/json). It holds lm/builder (lmplz),

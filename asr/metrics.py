@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jiwer
 
-from asr.data import atomic_write_text
+from asr.files import atomic_write_text
 
 
 @dataclass

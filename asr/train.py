@@ -21,12 +21,12 @@ from asr.data import (
     BucketBatchSampler,
     SpeechDataset,
     Utterance,
-    atomic_write_text,
     collate,
     read_manifest,
 )
 from asr.device import autocast, configure_backends, pick_device, resolve_precision
 from asr.evaluate import evaluate_utterances
+from asr.files import atomic_write_text
 from asr.features import SpecAugment
 from asr.metrics import write_report
 from asr.model import Recogniser

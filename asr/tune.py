@@ -52,7 +52,7 @@ class DecoderSettings:
 def resolve_lm(lm: str | Path | None, lexicon: str | Path | None) -> LMChoice:
     """An LM folder from `asr lm build` (its binary and lexicon), or an LM file and/or lexicon."""
     from asr.lm import load_lm_files
-    from data_prep.download import file_sha256
+    from asr.files import file_sha256
 
     lexicon_path = Path(lexicon) if lexicon is not None else None
     if lm is None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from asr.audio import AudioError, audio_duration
 from asr.data import Utterance, write_manifest
-from data_prep.download import DownloadError, download_file, extract_archive
+from asr.files import DownloadError, download_file, extract_archive
 
 VERSION = "1.0.10"
 URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"

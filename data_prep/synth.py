@@ -59,7 +59,8 @@ import soxr
 from tqdm import tqdm
 
 from asr.audio import AudioError, audio_duration
-from asr.data import Utterance, atomic_write_text, write_manifest
+from asr.data import Utterance, write_manifest
+from asr.files import atomic_write_text
 from asr.text import normalize_text
 
 SPLITS = ("train", "dev", "test")

@@ -20,7 +20,7 @@ from asr.lm import (
     load_lm_files,
     to_lm_units,
 )
-from data_prep.download import file_sha256
+from asr.files import file_sha256
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 EXTRA = ["oh", "double", "call", "me", "at", "it's"]

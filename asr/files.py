@@ -1,4 +1,6 @@
-"""Downloading and unpacking dataset archives: resumable, checksummed, safe to extract.
+"""Files: atomic writes, sha256, resumable checksummed downloads, archives unpacked safely.
+
+`atomic_write_text` writes through a temporary file and a rename, so readers never see half.
 
 `download_file` fetches into `<dest>.part`, resumes a partial file with an HTTP Range request,
 checks size and sha256, and only then renames to `dest`, so `dest` existing means complete.
@@ -25,7 +27,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asr.data import atomic_write_text
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0  # per socket operation, not for the whole download
@@ -35,6 +36,29 @@ _RETRYABLE_HTTP = {408, 425, 429}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 # tarfile's "data" filter (Python 3.12, 3.11.4, 3.10.12 and later) also resets modes and owners.
 _HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class DownloadError(ValueError):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import download
-from data_prep.download import DownloadError, download_file, extract_archive
+from asr import files as download
+from asr.files import DownloadError, download_file, extract_archive
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
 
