@@ -20,6 +20,7 @@ from asr.beam import BeamSearchDecoder
 from asr.checkpoint import load_checkpoint, recogniser_from_state
 from asr.data import BucketBatchSampler, collate
 from asr.decode import ctc_greedy_decode
+from asr.decoders import make_decoder, resolve_lm, tuned_settings
 from asr.device import autocast, pick_device, resolve_precision
 from asr.model import Recogniser
 from asr.text import CharTokenizer
@@ -71,9 +72,7 @@ def _collate_or_errors(items: list[dict]) -> tuple[dict | None, list[dict]]:
 class Transcriber:
     """CTC transcription with a trained recogniser: greedy, or beam search with `decoder`.
 
-    >>> t = Transcriber.from_checkpoint("exp/fsdd/best.pt")  # doctest: +SKIP
-    >>> t.transcribe("7_theo_3.wav")  # doctest: +SKIP
-    'seven'
+    `Transcriber.from_checkpoint("exp/fsdd/best.pt").transcribe("7_theo_3.wav")` -> "seven".
     """
 
     def __init__(
@@ -120,13 +119,11 @@ class Transcriber:
     ) -> Transcriber:
         """From a loaded checkpoint dict (see asr.checkpoint.load_checkpoint).
 
-        `decoder_options`: beam_size, lm_weight, word_score, nbest (see asr.tune.make_decoder).
+        `decoder_options`: beam_size, lm_weight, word_score, nbest (see asr.decoders.make_decoder).
         """
         model, tokenizer = recogniser_from_state(state)
         transcriber = cls(model, tokenizer, pick_device(device), **kwargs)
         if lm is not None or lexicon is not None or decoder_options:
-            from asr.tune import make_decoder, resolve_lm, tuned_settings
-
             transcriber.decoder, transcriber.notes = make_decoder(
                 tokenizer, resolve_lm(lm, lexicon), tuned_settings(state), **(decoder_options or {})
             )

@@ -1,0 +1,102 @@
+"""Choosing a decoder: greedy, or beam search with an LM folder/file and/or a lexicon.
+
+`resolve_lm` turns what the user named (an `asr lm build` folder, an ARPA / KenLM binary file,
+a lexicon) into an `LMChoice`; `make_decoder` builds the `BeamSearchDecoder` for it with the
+values `asr tune-decoder` stored in the checkpoint for that LM (`tuned_settings`), or the
+defaults with a note saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from asr.beam import BeamConfig, BeamSearchDecoder, DecoderError, read_word_list
+from asr.files import file_sha256
+from asr.lm import LM_JSON, load_lm_files
+from asr.text import CharTokenizer
+
+
+@dataclass
+class LMChoice:
+    """What the decoder reads: an n-gram file and/or a lexicon (word list)."""
+
+    lm: Path | None  # ARPA or KenLM binary; word-level with a lexicon, character-level without
+    lexicon: Path | None
+    lm_sha256: str | None  # identifies the LM whose tuned values apply
+
+
+def resolve_lm(lm: str | Path | None, lexicon: str | Path | None) -> LMChoice:
+    """An LM folder from `asr lm build` (its binary and lexicon), or an LM file and/or lexicon.
+
+    >>> resolve_lm(None, "words.txt")
+    LMChoice(lm=None, lexicon=PosixPath('words.txt'), lm_sha256=None)
+    """
+    lexicon_path = Path(lexicon) if lexicon is not None else None
+    if lm is None:
+        return LMChoice(None, lexicon_path, None)
+    path = Path(lm)
+    if path.is_dir():
+        # `asr lm build` recorded the binary's sha256: no need to hash a large file again.
+        files = load_lm_files(path)
+        recorded = json.loads((path / LM_JSON).read_text(encoding="utf-8")).get("lm_bin_sha256")
+        return LMChoice(
+            files.binary, lexicon_path or files.lexicon, recorded or file_sha256(files.binary)
+        )
+    if not path.is_file():
+        raise DecoderError(f"{path}: no such language model file or folder")
+    return LMChoice(path, lexicon_path, file_sha256(path))
+
+
+def tuned_settings(checkpoint_state: dict) -> dict | None:
+    """The decoder values `asr tune-decoder` stored in a checkpoint, if any."""
+    tuned = checkpoint_state.get("decoder")
+    return tuned if isinstance(tuned, dict) else None
+
+
+def make_decoder(
+    tokenizer: CharTokenizer,
+    choice: LMChoice,
+    tuned: dict | None,
+    beam_size: int | None = None,
+    lm_weight: float | None = None,
+    word_score: float | None = None,
+    nbest: int = 1,
+) -> tuple[BeamSearchDecoder | None, list[str]]:
+    """The decoder for `choice` (None = greedy) and notes for the user.
+
+    Values: given here > tuned for this LM (same sha256) > BeamConfig's defaults (with a note).
+
+    >>> make_decoder(CharTokenizer("ab"), LMChoice(None, None, None), tuned=None)
+    (None, [])
+    """
+    if choice.lm is None and choice.lexicon is None:
+        if any(v is not None for v in (lm_weight, word_score)):
+            raise ValueError("--lm-weight and --word-score need --lm")
+        return None, []
+    notes = []
+    cfg = BeamConfig(nbest=nbest)
+    if tuned is not None and tuned.get("lm_sha256") == choice.lm_sha256:
+        cfg.lm_weight, cfg.word_score = tuned["lm_weight"], tuned["word_score"]
+        cfg.beam_size = tuned["beam_size"]
+    elif choice.lm is not None and (lm_weight is None or word_score is None):
+        notes.append(
+            f"decoder not tuned for {choice.lm} (run `asr tune-decoder`): using "
+            f"lm_weight={cfg.lm_weight if lm_weight is None else lm_weight}, "
+            f"word_score={cfg.word_score if word_score is None else word_score}"
+        )
+    if beam_size is not None:
+        cfg.beam_size = beam_size
+    if lm_weight is not None:
+        cfg.lm_weight = lm_weight
+    if word_score is not None:
+        cfg.word_score = word_score
+    words = read_word_list(choice.lexicon) if choice.lexicon is not None else None
+    decoder = BeamSearchDecoder(tokenizer, cfg, words=words, lm=choice.lm)
+    if decoder.dropped_words:
+        notes.append(
+            f"{choice.lexicon}: {len(decoder.dropped_words)} word(s) the model cannot spell left "
+            f"out, e.g. {decoder.dropped_words[0]!r}"
+        )
+    return decoder, notes
