@@ -13,7 +13,8 @@ from asr.beam import DecoderError
 from asr.checkpoint import CheckpointError
 from asr.config import ConfigError
 from asr.data import ManifestError
-from asr.files import atomic_write_text
+from asr.datasets import Dataset, DatasetError, Option
+from asr.files import DownloadError, atomic_write_text
 from asr.text import TokenizerError
 
 # Errors whose message already names the file and the cause: printed as one line, exit 1.
@@ -21,7 +22,9 @@ USER_ERRORS = (
     AudioError,
     CheckpointError,
     ConfigError,
+    DatasetError,
     DecoderError,
+    DownloadError,
     ManifestError,
     TokenizerError,
     FileExistsError,
@@ -33,6 +36,15 @@ USER_ERRORS = (
 def _fail(message: str) -> int:
     print(f"asr: error: {message}", file=sys.stderr)
     return 1
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a config file")
+    p.add_argument("--config", help="YAML config (sections data, features, model, train, ...)")
+    p.add_argument("--out-dir", required=True, help="experiment folder for checkpoints and logs")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -51,6 +63,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"at step {p.best_step}; checkpoints in {result.out_dir}"
     )
     return 0
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint (.pt) written by `asr train`")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=200.0,
+        help="padded audio seconds per batch (default 200)",
+    )
+
+
+def _add_decoder_arguments(p: argparse.ArgumentParser, tuning: bool = False) -> None:
+    g = p.add_argument_group("beam search (default: greedy decoding)")
+    g.add_argument(
+        "--lm",
+        help="n-gram LM: a folder from `asr lm build`, or an ARPA / KenLM binary file "
+        "(word-level with a lexicon, character-level without)",
+    )
+    g.add_argument(
+        "--lexicon",
+        help="words the decoder may output (first column of each line; default: the LM "
+        "folder's lexicon); alone, a lexicon-constrained search without LM",
+    )
+    g.add_argument("--beam-size", type=int, help="hypotheses kept per frame (default 32)")
+    if not tuning:
+        g.add_argument("--lm-weight", type=float, help="LM weight (default: tuned, or 0.5)")
+        g.add_argument(
+            "--word-score", type=float, help="word insertion bonus (default: tuned, or 0)"
+        )
 
 
 def _transcriber(args: argparse.Namespace, nbest: int = 1):
@@ -102,6 +145,23 @@ def _output_paths(files: list[str], out_dir: Path, fmt: str) -> dict[str, Path]:
     return outputs
 
 
+def add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio files or folders")
+    _add_model_arguments(p)
+    _add_decoder_arguments(p)
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument(
+        "--format",
+        choices=list(SUFFIXES),
+        default="text",
+        help="text: FILE<TAB>TEXT per line; json: one JSON object per line with word times, "
+        "confidences and n-best; srt/vtt: subtitles (one file per input with --out-dir)",
+    )
+    p.add_argument("--out-dir", help="write one file per input here instead of printing")
+    p.add_argument("--nbest", type=int, default=1, help="hypotheses in the JSON (beam search)")
+    p.set_defaults(func=cmd_transcribe)
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.transcribe import find_audio_files
 
@@ -134,11 +194,33 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def add_tune_decoder_parser(sub: argparse._SubParsersAction) -> None:
+    from asr.tune import DEFAULT_LM_WEIGHTS, DEFAULT_WORD_SCORES
+
+    p = sub.add_parser("tune-decoder", help="tune LM weight and word bonus on a dev manifest")
+    _add_model_arguments(p)
+    _add_decoder_arguments(p, tuning=True)
+    p.add_argument("--manifest", required=True, help="dev manifest (JSON lines with text)")
+    p.add_argument(
+        "--lm-weights",
+        default=",".join(f"{w:g}" for w in DEFAULT_LM_WEIGHTS),
+        help="comma-separated LM weights (%(default)s)",
+    )
+    p.add_argument(
+        "--word-scores",
+        default=",".join(f"{w:g}" for w in DEFAULT_WORD_SCORES),
+        help="comma-separated word bonuses (%(default)s)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the best values, store nothing")
+    p.set_defaults(func=cmd_tune_decoder)
+
+
 def cmd_tune_decoder(args: argparse.Namespace) -> int:
     from asr.checkpoint import load_checkpoint
     from asr.data import read_manifest
+    from asr.decoders import resolve_lm
     from asr.transcribe import Transcriber
-    from asr.tune import resolve_lm, store_settings, tune_decoder
+    from asr.tune import store_settings, tune_decoder
 
     if args.lm is None and args.lexicon is None:
         return _fail("tune-decoder needs --lm and/or --lexicon")
@@ -175,6 +257,20 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
+    _add_model_arguments(p)
+    _add_decoder_arguments(p)
+    p.add_argument("--manifest", required=True, help="JSON-lines manifest with reference text")
+    p.add_argument(
+        "--out-dir",
+        help="where errs-NAME.txt and summary-NAME.json go (default: the checkpoint's folder)",
+    )
+    p.add_argument("--name", help="test set name (default: the manifest's file name)")
+    p.add_argument("--results", help="also add this test set's figures to this results.json")
+    p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -239,148 +335,173 @@ def _update_results(path: Path, name: str, entry: dict) -> None:
     atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
-def cmd_prepare_fsdd(args: argparse.Namespace) -> int:
-    from data_prep.fsdd import download_fsdd, prepare_fsdd
-
-    source = Path(args.source) if args.source else download_fsdd(Path(args.download_dir))
-    manifests = prepare_fsdd(source, Path(args.out_dir), split=args.split)
-    for name, path in manifests.items():
-        print(f"{name}: {path}")
-    return 0
-
-
-def cmd_prepare_synth(args: argparse.Namespace) -> int:
-    from data_prep.synth import config_from_args, prepare_synth
-
-    cfg = config_from_args(args)
-    manifests = prepare_synth(Path(args.out_dir), cfg, jobs=args.jobs, force=args.force)
-    for name, path in manifests.items():
-        print(f"{name}: {path}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from asr.tune import DEFAULT_LM_WEIGHTS, DEFAULT_WORD_SCORES
-
-    parser = argparse.ArgumentParser(
-        prog="asr", description="Speech recognition with recurrent networks and CTC."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model from a config file")
-    p.add_argument("--config", help="YAML config (sections data, features, model, train, ...)")
-    p.add_argument("--out-dir", required=True, help="experiment folder for checkpoints and logs")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
-    p.set_defaults(func=cmd_train)
-
-    def add_model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="checkpoint (.pt) written by `asr train`")
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-        p.add_argument(
-            "--batch-seconds",
-            type=float,
-            default=200.0,
-            help="padded audio seconds per batch (default 200)",
-        )
-
-    def add_decoder_args(p: argparse.ArgumentParser, tuning: bool = False) -> None:
-        g = p.add_argument_group("beam search (default: greedy decoding)")
-        g.add_argument(
-            "--lm",
-            help="n-gram LM: a folder from `asr lm build`, or an ARPA / KenLM binary file "
-            "(word-level with a lexicon, character-level without)",
-        )
-        g.add_argument(
-            "--lexicon",
-            help="words the decoder may output (first column of each line; default: the LM "
-            "folder's lexicon); alone, a lexicon-constrained search without LM",
-        )
-        g.add_argument("--beam-size", type=int, help="hypotheses kept per frame (default 32)")
-        if not tuning:
-            g.add_argument("--lm-weight", type=float, help="LM weight (default: tuned, or 0.5)")
-            g.add_argument(
-                "--word-score", type=float, help="word insertion bonus (default: tuned, or 0)"
-            )
-
-    p = sub.add_parser("transcribe", help="transcribe audio files or folders")
-    add_model_args(p)
-    add_decoder_args(p)
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    p.add_argument(
-        "--format",
-        choices=list(SUFFIXES),
-        default="text",
-        help="text: FILE<TAB>TEXT per line; json: one JSON object per line with word times, "
-        "confidences and n-best; srt/vtt: subtitles (one file per input with --out-dir)",
-    )
-    p.add_argument("--out-dir", help="write one file per input here instead of printing")
-    p.add_argument("--nbest", type=int, default=1, help="hypotheses in the JSON (beam search)")
-    p.set_defaults(func=cmd_transcribe)
-
-    p = sub.add_parser("tune-decoder", help="tune LM weight and word bonus on a dev manifest")
-    add_model_args(p)
-    add_decoder_args(p, tuning=True)
-    p.add_argument("--manifest", required=True, help="dev manifest (JSON lines with text)")
-    p.add_argument(
-        "--lm-weights",
-        default=",".join(f"{w:g}" for w in DEFAULT_LM_WEIGHTS),
-        help="comma-separated LM weights (%(default)s)",
-    )
-    p.add_argument(
-        "--word-scores",
-        default=",".join(f"{w:g}" for w in DEFAULT_WORD_SCORES),
-        help="comma-separated word bonuses (%(default)s)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the best values, store nothing")
-    p.set_defaults(func=cmd_tune_decoder)
-
-    p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
-    add_model_args(p)
-    add_decoder_args(p)
-    p.add_argument("--manifest", required=True, help="JSON-lines manifest with reference text")
-    p.add_argument(
-        "--out-dir",
-        help="where errs-NAME.txt and summary-NAME.json go (default: the checkpoint's folder)",
-    )
-    p.add_argument("--name", help="test set name (default: the manifest's file name)")
-    p.add_argument("--results", help="also add this test set's figures to this results.json")
-    p.set_defaults(func=cmd_evaluate)
-
-    from asr.lm import (
-        add_lm_build_arguments,
-        add_lm_install_arguments,
-        cmd_lm_build,
-        cmd_lm_install,
-    )
+def add_lm_parser(sub: argparse._SubParsersAction) -> None:
+    from asr.lm import UNITS
 
     p = sub.add_parser("lm", help="n-gram language models (KenLM)")
     lm_commands = p.add_subparsers(dest="lm_command", required=True)
     d = lm_commands.add_parser("build", help="an ARPA + KenLM binary model (and lexicon) from text")
-    add_lm_build_arguments(d)
+    d.add_argument(
+        "--text",
+        type=Path,
+        required=True,
+        help="UTF-8 text, one sentence a line, or a .jsonl manifest (its text fields)",
+    )
+    d.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
+    d.add_argument("--out", type=Path, required=True, help="folder for the model files")
+    d.add_argument(
+        "--unit", choices=UNITS, default="word", help="words, or characters with | between words"
+    )
+    _add_cache_argument(d)
     d.set_defaults(func=cmd_lm_build)
     d = lm_commands.add_parser("install-kenlm", help="build KenLM's lmplz and build_binary")
-    add_lm_install_arguments(d)
+    _add_cache_argument(d)
     d.set_defaults(func=cmd_lm_install)
 
-    p = sub.add_parser("prepare", help="download a dataset and write its manifests")
-    datasets = p.add_subparsers(dest="dataset", required=True)
-    d = datasets.add_parser("fsdd", help="Free Spoken Digit Dataset v1.0.10")
-    d.add_argument("--source", help="an unpacked copy (skips the download)")
-    d.add_argument("--download-dir", default="data/fsdd", help="where to download and unpack")
-    d.add_argument("--out-dir", required=True, help="where the manifests go")
-    d.add_argument(
-        "--split",
-        default="standard",
-        help="standard (takes 0-4 test) or speaker:NAME (NAME held out)",
+
+def _add_cache_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where KenLM is built if not on PATH (default $ASR_CACHE or ~/.cache/rnn-asr)",
     )
-    d.set_defaults(func=cmd_prepare_fsdd)
 
-    from data_prep.synth import add_synth_arguments
 
-    d = datasets.add_parser("synth", help="a multi-voice corpus made by speech synthesisers")
-    add_synth_arguments(d)
-    d.set_defaults(func=cmd_prepare_synth)
+def cmd_lm_build(args: argparse.Namespace) -> int:
+    from asr.lm import LM_JSON, build_lm, kenlm_tools, read_sentences
+
+    read_sentences(args.text)  # a bad text fails now, not after a first KenLM build
+    tools = kenlm_tools(args.cache_dir)
+    files = build_lm(args.text, args.out, order=args.order, unit=args.unit, tools=tools)
+    info = json.loads((args.out / LM_JSON).read_text(encoding="utf-8"))
+    print(
+        f"{files.order}-gram {files.unit} LM of {info['sentences']} sentences, "
+        f"vocabulary {info['vocab_size']}"
+    )
+    for path in (files.arpa, files.binary, files.lexicon, args.out / LM_JSON):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_lm_install(args: argparse.Namespace) -> int:
+    from asr.lm import kenlm_tools
+
+    tools = kenlm_tools(args.cache_dir)
+    print(f"lmplz: {tools.lmplz}\nbuild_binary: {tools.build_binary}")
+    return 0
+
+
+def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
+    """`asr prepare NAME ...`: the dataset's own flags are parsed by `dataset_parser` once NAME
+    is known, so only the dataset asked for is imported."""
+    from asr.datasets import registered
+
+    p = sub.add_parser(
+        "prepare",
+        help="download or make a dataset and write its manifests",
+        description="Write the train/dev/test manifests of a registered dataset. "
+        "`asr prepare NAME --help` gives the dataset's flags.",
+        epilog=f"registered datasets: {', '.join(registered()) or 'none'}",
+    )
+    p.add_argument("--list", action="store_true", help="list the registered datasets")
+    p.add_argument("dataset", nargs="?", metavar="NAME", help="the dataset (see --list)")
+    p.add_argument(
+        "dataset_args",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="--out-dir DIR, --source DIR or --download-dir DIR, and the dataset's options",
+    )
+    p.set_defaults(func=cmd_prepare)
+
+
+def dataset_parser(spec: Dataset) -> argparse.ArgumentParser:
+    """The flags of `asr prepare NAME`, from the dataset's record and its `Option`s."""
+    p = argparse.ArgumentParser(prog=f"asr prepare {spec.name}", description=spec.summary)
+    p.add_argument("--out-dir", required=True, metavar="DIR", help=spec.out_dir_help)
+    if spec.takes_source:
+        p.add_argument("--source", metavar="DIR", help=spec.source_help)
+        download_help = "where to download and unpack it" if spec.download else argparse.SUPPRESS
+        p.add_argument("--download-dir", metavar="DIR", help=download_help)
+    else:  # accepted only to be refused with a clear message (see asr.datasets.prepare_dataset)
+        p.add_argument("--source", help=argparse.SUPPRESS)
+        p.add_argument("--download-dir", help=argparse.SUPPRESS)
+    group = p.add_argument_group(f"{spec.name} options")
+    for option in spec.options:
+        if option.switch:
+            group.add_argument(option.flag, dest=option.name, action="store_true", help=option.help)
+            continue
+        group.add_argument(
+            option.flag,
+            dest=option.name,
+            type=_argument_type(option),
+            default=option.default,
+            choices=option.choices,
+            metavar=option.metavar,
+            help=option.help,
+        )
+    return p
+
+
+def _argument_type(option: Option):
+    """The option's converter, its ValueError shown as argparse's one-line message."""
+    if option.type in (str, int, float):  # argparse words these itself: "invalid int value"
+        return option.type
+
+    def convert(text: str):
+        try:
+            return option.type(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = getattr(option.type, "__name__", option.name)
+    return convert
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from asr.datasets import all_datasets, load_dataset, prepare_dataset
+
+    if args.list:
+        if args.dataset is not None:
+            return _fail("--list takes no dataset name")
+        specs = all_datasets()
+        width = max((len(spec.name) for spec in specs), default=0)
+        for spec in specs:
+            print(f"{spec.name:<{width}}  {_how_prepared(spec):<14}  {spec.summary}")
+        return 0
+    if args.dataset is None:
+        return _fail("prepare needs a dataset NAME (`asr prepare --list` shows them)")
+    spec = load_dataset(args.dataset)
+    opts = vars(dataset_parser(spec).parse_args(args.dataset_args))
+    out_dir, source, download_dir = (
+        opts.pop("out_dir"),
+        opts.pop("source"),
+        opts.pop("download_dir"),
+    )
+    manifests = prepare_dataset(spec, out_dir, source=source, download_dir=download_dir, **opts)
+    for name, path in manifests.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _how_prepared(spec: Dataset) -> str:
+    if not spec.takes_source:
+        return "made here"
+    return "downloads" if spec.download is not None else "needs --source"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asr", description="Speech recognition with recurrent networks and CTC."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    add_transcribe_parser(sub)
+    add_tune_decoder_parser(sub)
+    add_evaluate_parser(sub)
+    add_lm_parser(sub)
+    add_prepare_parser(sub)
     return parser
 
 

@@ -9,7 +9,6 @@ back-off probabilities, to test the model and to debug a decoder against it.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import gzip
 import json
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import IO
 
 from asr.data import ManifestError, read_manifest
-from asr.text import normalize_text
 from asr.files import (
     DownloadError,
     atomic_write_text,
@@ -34,6 +32,7 @@ from asr.files import (
     extract_archive,
     file_sha256,
 )
+from asr.text import normalize_text
 
 # KenLM's source release: the sdist of the PyPI package kenlm 0.3.0 (URL and sha256 from the
 # PyPI JSON API, https://pypi.org/pypi/kenlm/0.3.0/json). It holds lm/builder (lmplz),
@@ -395,56 +394,3 @@ class ArpaModel:
             total += self.log10_prob(word, history)
             history = (*history, word)
         return total
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: `asr lm build` and `asr lm install-kenlm` (wired in by asr/cli.py)
-
-
-def add_lm_build_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--text",
-        type=Path,
-        required=True,
-        help="UTF-8 text, one sentence a line, or a .jsonl manifest (its text fields)",
-    )
-    parser.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the model files")
-    parser.add_argument(
-        "--unit", choices=UNITS, default="word", help="words, or characters with | between words"
-    )
-    _add_cache_argument(parser)
-
-
-def add_lm_install_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_cache_argument(parser)
-
-
-def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="where KenLM is built if not on PATH (default $ASR_CACHE or ~/.cache/rnn-asr)",
-    )
-
-
-def cmd_lm_build(args: argparse.Namespace) -> int:
-    read_sentences(args.text)  # a bad text fails now, not after a first KenLM build
-    tools = kenlm_tools(args.cache_dir)
-    files = build_lm(args.text, args.out, order=args.order, unit=args.unit, tools=tools)
-    info = json.loads((args.out / LM_JSON).read_text(encoding="utf-8"))
-    print(
-        f"{files.order}-gram {files.unit} LM of {info['sentences']} sentences, "
-        f"vocabulary {info['vocab_size']}"
-    )
-    for path in (files.arpa, files.binary, files.lexicon, args.out / LM_JSON):
-        if path is not None:
-            print(f"wrote {path}")
-    return 0
-
-
-def cmd_lm_install(args: argparse.Namespace) -> int:
-    tools = kenlm_tools(args.cache_dir)
-    print(f"lmplz: {tools.lmplz}\nbuild_binary: {tools.build_binary}")
-    return 0

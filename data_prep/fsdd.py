@@ -15,19 +15,18 @@ Splits (`prepare_fsdd(split=...)`):
   speaker:NAME  test = all 500 recordings of NAME, dev = takes 0-4 of the other five speakers
                 (250), train = their takes 5-49 (2250): a speaker never heard in training.
 
-    python -m data_prep.fsdd --download-dir data/fsdd --out-dir data/fsdd/manifests
+    asr prepare fsdd --download-dir data/fsdd --out-dir data/fsdd/manifests
+    asr prepare fsdd --source free-spoken-digit-dataset-1.0.10 --out-dir exp/fsdd/data
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from asr.audio import AudioError, audio_duration
 from asr.data import Utterance, write_manifest
-from asr.files import DownloadError, download_file, extract_archive
+from asr.datasets import Dataset, Option
+from asr.files import download_file, extract_archive
 
 VERSION = "1.0.10"
 URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"
@@ -143,31 +142,17 @@ def prepare_fsdd(source: Path, out_dir: Path, split: str = "standard") -> dict[s
     return manifests
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_prep.fsdd",
-        description="Download the Free Spoken Digit Dataset v1.0.10 and write its manifests.",
-    )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--source", help="an unpacked copy (skips the download)")
-    where.add_argument("--download-dir", help="where to download and unpack the release")
-    parser.add_argument("--out-dir", required=True, help="where the manifests go")
-    parser.add_argument(
-        "--split",
-        default="standard",
-        help="standard (takes 0-4 test) or speaker:NAME (NAME held out); default standard",
-    )
-    args = parser.parse_args(argv)
-    try:
-        source = Path(args.source) if args.source else download_fsdd(Path(args.download_dir))
-        manifests = prepare_fsdd(source, Path(args.out_dir), split=args.split)
-    except (DownloadError, ValueError) as err:  # FsddError and AudioError are ValueErrors too
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for name, path in manifests.items():
-        print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+DATASET = Dataset(
+    name="fsdd",
+    summary="Free Spoken Digit Dataset v1.0.10: 3000 isolated digits, 6 speakers, 8 kHz",
+    prepare=prepare_fsdd,
+    download=download_fsdd,
+    options=(
+        Option(
+            "split",
+            "standard (takes 0-4 test) or speaker:NAME (NAME held out); default standard",
+            default="standard",
+        ),
+    ),
+    source_help=f"the unpacked release, {FOLDER_NAME}/",
+)

@@ -32,12 +32,11 @@ The output folder holds settings.json (every setting, the voices and the engine 
 the old corpus first. Utterances that fail are reported by id and cause, the others are kept
 and written to the manifests, and the run ends with SynthError listing the failures.
 
-    python -m data_prep.synth --out-dir data/synth --task mixed --jobs 2
+    asr prepare synth --out-dir data/synth --task mixed --jobs 2
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -60,6 +59,7 @@ from tqdm import tqdm
 
 from asr.audio import AudioError, audio_duration
 from asr.data import Utterance, write_manifest
+from asr.datasets import Dataset, Option
 from asr.files import atomic_write_text
 from asr.text import normalize_text
 
@@ -668,7 +668,7 @@ def _check_config(cfg: SynthConfig) -> None:
         raise SynthError(f"sample rate {cfg.output_rate()} is too low")
 
 
-def prepare_synth(
+def make_corpus(
     out_dir: Path,
     cfg: SynthConfig,
     *,
@@ -795,7 +795,7 @@ def _render_all(
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line (shared by `python -m data_prep.synth` and `asr prepare synth`)
+# `asr prepare synth`: the registry's entry, with the flags of SynthConfig's fields
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -803,98 +803,82 @@ def _pair(text: str) -> tuple[float, float]:
     try:
         return float(low), float(high)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from None
+        raise ValueError(f"expected MIN,MAX, got {text!r}") from None
 
 
 def _voice_list(text: str) -> list[str]:
+    """'flite:slt, espeak-ng:en-us' -> the voice ids; ValueError names a malformed one."""
     specs = [s.strip() for s in text.split(",") if s.strip()]
-    try:
-        for spec in specs:
-            Voice.parse(spec)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    for spec in specs:
+        Voice.parse(spec)
     return specs
 
 
-def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+def prepare_synth(
+    source: None,
+    out_dir: Path,
+    *,
+    task: str = SynthConfig.task,
+    text: str | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    dev_voices: list[str] | None = None,
+    test_voices: list[str] | None = None,
+    **settings,
+) -> dict[str, Path]:
+    """`asr prepare synth`: make the corpus of these settings in out_dir -> {split: manifest}.
+
+    `source` is None (the corpus is made here); `text` is a file whose lines are spoken instead
+    of `task`; `settings` are the other SynthConfig fields (num_train, seed, band_limit, ...).
+    """
+    cfg = SynthConfig(task="text" if text else task, text_file=text, **settings)
+    if dev_voices is not None:
+        cfg.dev_voices = dev_voices
+    if test_voices is not None:
+        cfg.test_voices = test_voices
+    return make_corpus(Path(out_dir), cfg, jobs=jobs, force=force)
+
+
+def _options() -> tuple[Option, ...]:
     d = SynthConfig()
-    parser.add_argument("--out-dir", required=True, help="where wavs, manifests and settings go")
-    for name in SPLITS:
-        default = getattr(d, f"num_{name}")
-        parser.add_argument(
-            f"--num-{name}", type=int, default=default, help=f"{name} utterances ({default})"
-        )
-    parser.add_argument(
-        "--task",
-        choices=["digits", "commands", "mixed"],
-        default=d.task,
-        help="text to speak (%(default)s)",
+    counts = [
+        Option(f"num_{name}", f"{name} utterances ({n})", default=n, type=int)
+        for name, n in (("train", d.num_train), ("dev", d.num_dev), ("test", d.num_test))
+    ]
+    voices = [
+        Option(f"{name}_voices", f"comma-separated ({','.join(default)})", type=_voice_list)
+        for name, default in (("dev", d.dev_voices), ("test", d.test_voices))
+    ]
+    return (
+        *counts,
+        Option(
+            "task",
+            f"text to speak ({d.task})",
+            default=d.task,
+            choices=("digits", "commands", "mixed"),
+        ),
+        Option("text", "speak lines of FILE instead of --task", metavar="FILE"),
+        Option("train_voices", "comma-separated (default: all others)", type=_voice_list),
+        *voices,
+        Option(
+            "band_limit",
+            "band-limit through 8 kHz (stored at 8 kHz unless --sample-rate)",
+            type=bool,
+        ),
+        Option("sample_rate", "output rate (16000; 8000 band-limited)", type=int),
+        Option("noise_prob", f"chance of noise ({d.noise_prob})", default=d.noise_prob, type=float),
+        Option("snr_db", "noise SNR range MIN,MAX in dB (10,40)", default=d.snr_db, type=_pair),
+        Option("seed", f"random seed ({d.seed})", default=d.seed, type=int),
+        Option("jobs", "worker processes (default: CPU count)", type=int),
+        Option("force", "replace a corpus of other settings", type=bool),
     )
-    parser.add_argument("--text", metavar="FILE", help="speak lines of FILE instead of --task")
-    parser.add_argument(
-        "--train-voices", type=_voice_list, help="comma-separated (default: all others)"
-    )
-    for name in ("dev", "test"):
-        default = ",".join(getattr(d, f"{name}_voices"))
-        parser.add_argument(
-            f"--{name}-voices", type=_voice_list, default=None, help=f"comma-separated ({default})"
-        )
-    parser.add_argument(
-        "--band-limit",
-        action="store_true",
-        help="band-limit through 8 kHz (stored at 8 kHz unless --sample-rate)",
-    )
-    parser.add_argument("--sample-rate", type=int, help="output rate (16000; 8000 band-limited)")
-    parser.add_argument(
-        "--noise-prob", type=float, default=d.noise_prob, help="chance of noise (%(default)s)"
-    )
-    parser.add_argument(
-        "--snr-db", type=_pair, default=d.snr_db, help="noise SNR range MIN,MAX in dB (10,40)"
-    )
-    parser.add_argument("--seed", type=int, default=d.seed, help="random seed (%(default)s)")
-    parser.add_argument("--jobs", type=int, help="worker processes (default: CPU count)")
-    parser.add_argument("--force", action="store_true", help="replace a corpus of other settings")
 
 
-def config_from_args(args: argparse.Namespace) -> SynthConfig:
-    cfg = SynthConfig(
-        task="text" if args.text else args.task,
-        text_file=args.text,
-        num_train=args.num_train,
-        num_dev=args.num_dev,
-        num_test=args.num_test,
-        train_voices=args.train_voices,
-        seed=args.seed,
-        sample_rate=args.sample_rate,
-        band_limit=args.band_limit,
-        noise_prob=args.noise_prob,
-        snr_db=args.snr_db,
-    )
-    if args.dev_voices is not None:
-        cfg.dev_voices = args.dev_voices
-    if args.test_voices is not None:
-        cfg.test_voices = args.test_voices
-    return cfg
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m data_prep.synth",
-        description="Make a multi-voice synthetic speech corpus with flite, espeak-ng and piper.",
-    )
-    add_synth_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        manifests = prepare_synth(
-            Path(args.out_dir), config_from_args(args), jobs=args.jobs, force=args.force
-        )
-    except (SynthError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for name, path in manifests.items():
-        print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+DATASET = Dataset(
+    name="synth",
+    summary="connected digits and commands spoken by flite, espeak-ng and piper voices",
+    prepare=prepare_synth,
+    options=_options(),
+    takes_source=False,
+    out_dir_help="where wavs, manifests and settings go",
+)

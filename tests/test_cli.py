@@ -115,6 +115,39 @@ def test_console_entry_point_help():
     assert "--format" in out and "FILE_OR_DIR" in out
 
 
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["train", "--out-dir", "e", "--resume", "train.epochs=3"],
+            {"overrides": ["train.epochs=3"]},
+        ),
+        (["transcribe", "--model", "m.pt", "a.wav"], {"batch_seconds": 200.0, "format": "text"}),
+        (["evaluate", "--model", "m.pt", "--manifest", "t.jsonl"], {"lm": None, "device": "auto"}),
+        (
+            ["tune-decoder", "--model", "m.pt", "--manifest", "d.jsonl", "--lexicon", "w.txt"],
+            {"lm_weights": "0,0.25,0.5,1,1.5,2,3", "word_scores": "-3,-2,-1,0,1,2"},
+        ),
+        (["lm", "build", "--text", "t.txt", "--out", "lm"], {"order": 3, "unit": "word"}),
+        (["lm", "install-kenlm"], {"cache_dir": None}),
+        (["prepare", "fsdd", "--out-dir", "d"], {"dataset_args": ["--out-dir", "d"]}),
+    ],
+)
+def test_every_subcommand_keeps_its_flags_and_defaults(argv, expected):
+    from asr.cli import build_parser
+
+    args = vars(build_parser().parse_args(argv))
+    assert {key: args[key] for key in expected} == expected
+
+
+def test_building_the_parser_imports_no_dataset_module():
+    """`asr prepare` loads a dataset's module only when that dataset is asked for."""
+    code = "import sys; from asr.cli import build_parser; build_parser(); "
+    code += "print(sorted(m for m in sys.modules if m.startswith('data_prep')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def _words_file(tmp_path: Path) -> Path:
     from tests.conftest import TEXTS
 

@@ -6,6 +6,7 @@ import functools
 import io
 import tarfile
 import threading
+from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asr.cli import main
 from asr.data import read_manifest
 from data_prep.fsdd import (
     DIGIT_WORDS,
@@ -21,7 +23,6 @@ from data_prep.fsdd import (
     FsddError,
     check_fsdd,
     download_fsdd,
-    main,
     prepare_fsdd,
 )
 
@@ -183,11 +184,26 @@ def test_prepare_fsdd_unknown_split(tmp_path, split, message):
         prepare_fsdd(tmp_path / "nowhere", tmp_path / "manifests", split=split)
 
 
-def test_main_writes_manifests_and_reports_errors(fake_source, tmp_path, capsys):
-    assert main(["--source", str(fake_source), "--out-dir", str(tmp_path)]) == 0
+def test_asr_prepare_fsdd_writes_manifests_and_reports_errors(fake_source, tmp_path, capsys):
+    assert main(["prepare", "fsdd", "--source", str(fake_source), "--out-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"train: {tmp_path / 'train.jsonl'}"
-    assert main(["--source", str(tmp_path), "--out-dir", str(tmp_path)]) == 1
-    assert "error: " in capsys.readouterr().err
+    assert main(["prepare", "fsdd", "--source", str(tmp_path), "--out-dir", str(tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("asr: error: ") and "no recordings/ folder" in line
+
+
+def test_asr_prepare_fsdd_downloads(served, fake_source, tmp_path, monkeypatch, capsys):
+    import data_prep.fsdd
+
+    _, url = served
+    local = functools.partial(download_fsdd, url=url)
+    monkeypatch.setattr(data_prep.fsdd, "DATASET", replace(data_prep.fsdd.DATASET, download=local))
+    args = ["prepare", "fsdd", "--download-dir", str(fake_source.parent)]
+    assert main([*args, "--out-dir", str(tmp_path), "--split", "speaker:theo"]) == 0
+    assert len(read_manifest(tmp_path / "test.jsonl")) == 500
+    assert main(["prepare", "fsdd", "--out-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "fsdd needs --source DIR" in err and "or --download-dir DIR" in err
 
 
 def test_real_fsdd(tmp_path):

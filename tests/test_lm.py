@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from asr.files import file_sha256
 from asr.lm import (
     ArpaModel,
     KenLMTools,
@@ -20,7 +21,6 @@ from asr.lm import (
     load_lm_files,
     to_lm_units,
 )
-from asr.files import file_sha256
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 EXTRA = ["oh", "double", "call", "me", "at", "it's"]
@@ -269,3 +269,27 @@ def test_manifest_text_is_read_from_its_text_fields(tmp_path: Path) -> None:
     broken.write_text("{not json\n")
     with pytest.raises(LMError, match=r"broken\.jsonl"):
         read_sentences(broken)
+
+
+@pytest.mark.slow
+def test_asr_lm_build_and_install_kenlm_commands(tools: KenLMTools, tmp_path: Path, capsys) -> None:
+    from asr.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("one two\ntwo one\n", encoding="utf-8")
+    out = tmp_path / "lm"
+    args = ["lm", "build", "--text", str(text), "--order", "2", "--out", str(out)]
+    assert main([*args, "--unit", "char"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "2-gram char LM of 2 sentences, vocabulary 6"  # o n e t w |
+    assert lines[1:] == [f"wrote {out / name}" for name in ("lm.arpa", "lm.bin", "lm.json")]
+    assert main(["lm", "install-kenlm"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"lmplz: {tools.lmplz}"
+
+
+def test_asr_lm_build_refuses_a_missing_text_before_building_kenlm(tmp_path: Path, capsys) -> None:
+    from asr.cli import main
+
+    missing = tmp_path / "none.txt"
+    assert main(["lm", "build", "--text", str(missing), "--out", str(tmp_path / "lm")]) == 1
+    assert capsys.readouterr().err == f"asr: error: {missing}: no such file\n"

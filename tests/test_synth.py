@@ -30,8 +30,8 @@ from data_prep.synth import (
     commands,
     derive_seed,
     digit_strings,
+    make_corpus,
     plan_split,
-    prepare_synth,
     render,
     split_voices,
     task_texts,
@@ -87,7 +87,7 @@ def small_config(**changes) -> SynthConfig:
 
 
 def make(out_dir: Path, cfg: SynthConfig | None = None, engines=None, **kwargs):
-    return prepare_synth(
+    return make_corpus(
         out_dir, cfg or small_config(), engines=engines or tone_engines(), jobs=1, **kwargs
     )
 
@@ -212,7 +212,7 @@ def test_band_limited_audio_has_nothing_above_4_khz(tmp_path):
 def test_same_seed_same_bytes_whatever_the_jobs_other_seed_differs(tmp_path):
     a = corpus_bytes(Path(make(tmp_path / "a")["train"]).parent)
     cfg = small_config()
-    prepare_synth(tmp_path / "b", cfg, engines=tone_engines(), jobs=2)  # worker processes
+    make_corpus(tmp_path / "b", cfg, engines=tone_engines(), jobs=2)  # worker processes
     assert corpus_bytes(tmp_path / "b") == a
     c = corpus_bytes(Path(make(tmp_path / "c", small_config(seed=1))["train"]).parent)
     assert c != a
@@ -302,6 +302,36 @@ def test_asr_prepare_synth_command(tmp_path, monkeypatch, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+def test_asr_prepare_synth_flags_make_the_corpus_of_the_same_settings(tmp_path, monkeypatch):
+    """The flags recipes/synth/run.sh and the Makefile pass, and what each sets: the corpus
+    `asr prepare synth` makes is the one make_corpus makes of the equivalent SynthConfig."""
+    assert [o.flag for o in synth.DATASET.options] == [
+        "--num-train", "--num-dev", "--num-test", "--task", "--text", "--train-voices",
+        "--dev-voices", "--test-voices", "--band-limit", "--sample-rate", "--noise-prob",
+        "--snr-db", "--seed", "--jobs", "--force",
+    ]  # fmt: skip
+    monkeypatch.setattr(synth, "default_engines", tone_engines)
+    args = ["prepare", "synth", "--out-dir", str(tmp_path), "--num-train", "3", "--num-dev", "2"]
+    args += ["--num-test", "2", "--band-limit", "--dev-voices", "flite:awb", "--snr-db", "5,20"]
+    args += ["--test-voices", "flite:slt,espeak-ng:en-gb-scotland", "--seed", "4", "--jobs", "1"]
+    assert asr_main(args) == 0
+    cfg = SynthConfig(num_train=3, num_dev=2, num_test=2, band_limit=True, seed=4)
+    cfg.dev_voices, cfg.snr_db = ["flite:awb"], (5.0, 20.0)
+    cfg.test_voices = ["flite:slt", "espeak-ng:en-gb-scotland"]
+    engines = tone_engines()
+    make_corpus(tmp_path, cfg, engines=engines, jobs=1)  # found made: the same settings
+    assert sum(e.calls for e in engines.values()) == 0
+
+
+def test_bad_synth_flag_values_name_the_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        asr_main(["prepare", "synth", "--out-dir", str(tmp_path), "--dev-voices", "slt"])
+    assert "argument --dev-voices: bad voice 'slt'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        asr_main(["prepare", "synth", "--out-dir", str(tmp_path), "--snr-db", "10"])
+    assert "argument --snr-db: expected MIN,MAX, got '10'" in capsys.readouterr().err
+
+
 # --- real engines ----------------------------------------------------------------------------
 
 
@@ -338,7 +368,7 @@ def test_real_engines_make_a_small_corpus(tmp_path):
     engines = {name: _real_engine(name) for name in ("flite", "espeak-ng")}
     cfg = SynthConfig(num_train=4, num_dev=2, num_test=3, task="mixed", band_limit=True)
     cfg.train_voices = ["flite:kal16", "espeak-ng:en-us"]
-    manifests = prepare_synth(tmp_path / "c", cfg, engines=engines, jobs=2)
+    manifests = make_corpus(tmp_path / "c", cfg, engines=engines, jobs=2)
     for name, path in manifests.items():
         for utt in read_manifest(path):
             words = len(utt.text.split())
