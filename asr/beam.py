@@ -88,8 +88,16 @@ def write_lexicon(words: Sequence[str], tokenizer: CharTokenizer, path: Path) ->
 class BeamSearchDecoder:
     """Batched CTC beam search; `decode` takes the model's log-probs.
 
-    >>> dec = BeamSearchDecoder(tokenizer, BeamConfig(), words=["one", "two"])  # doctest: +SKIP
-    >>> dec.decode(log_probs, lengths)[0][0].text  # doctest: +SKIP
+    One frame per character, acoustically "onw two" (greedy's answer), but "e" was a close
+    second to "w": a lexicon of "one" and "two" turns it into the word.
+
+    >>> tok = CharTokenizer(" enotw")  # ids: blank 0, space 1, e 2, n 3, o 4, t 5, w 6
+    >>> ids = tok.encode("onw two")
+    >>> log_probs = torch.full((1, len(ids), tok.vocab_size), -10.0)  # (B, T, V)
+    >>> log_probs[0, torch.arange(len(ids)), ids] = 0.0
+    >>> log_probs[0, 2, tok.encode("e")[0]] = -1.0
+    >>> dec = BeamSearchDecoder(tok, BeamConfig(beam_size=8), words=["one", "two"])
+    >>> dec.decode(log_probs, torch.tensor([len(ids)]))[0][0].text
     'one two'
     """
 

@@ -30,6 +30,12 @@ class FeatureConfig:
 
     @property
     def n_fft(self) -> int:
+        """The FFT size: the window length rounded up to a power of two.
+
+        >>> cfg = FeatureConfig(sample_rate=8000)
+        >>> cfg.win_length, cfg.hop_length, cfg.n_fft
+        (200, 80, 256)
+        """
         return 1 << (self.win_length - 1).bit_length()  # next power of two
 
 
@@ -43,7 +49,11 @@ class SpecAugmentConfig:
 
 
 def num_frames(num_samples: torch.Tensor, hop_length: int) -> torch.Tensor:
-    """Frames a centred STFT gives for each length: S // hop + 1."""
+    """Frames a centred STFT gives for each length: S // hop + 1.
+
+    >>> num_frames(torch.tensor([16000, 159, 160]), hop_length=160)  # 1 s at 16 kHz, 10 ms hop
+    tensor([101,   1,   2])
+    """
     return torch.div(num_samples, hop_length, rounding_mode="floor") + 1
 
 

@@ -35,7 +35,11 @@ class ModelConfig:
 
 
 def conv_out_len(lengths: torch.Tensor, stride: int) -> torch.Tensor:
-    """Output length of a kernel-3, padding-1 convolution with this stride."""
+    """Output length of a kernel-3, padding-1 convolution with this stride: ceil(T / stride).
+
+    >>> conv_out_len(torch.tensor([100, 101, 1]), stride=2)
+    tensor([50, 51,  1])
+    """
     return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
 
 

@@ -29,7 +29,20 @@ class TokenizerError(ValueError):
 
 
 class CharTokenizer:
-    """Characters <-> ids; id 0 is the CTC blank, the space is an ordinary token."""
+    """Characters <-> ids; id 0 is the CTC blank, the space is an ordinary token.
+
+    >>> tok = CharTokenizer.from_texts(["no", "yes no"])
+    >>> tok.tokens
+    ['<blank>', ' ', 'e', 'n', 'o', 's', 'y']
+    >>> tok.encode("yes no")
+    [6, 2, 5, 1, 3, 4]
+    >>> tok.decode([0, 3, 4])  # blanks are dropped
+    'no'
+    >>> tok.encode("maybe")
+    Traceback (most recent call last):
+    ...
+    asr.text.TokenizerError: characters outside the vocabulary: 'abm'
+    """
 
     def __init__(self, chars: Iterable[str]):
         self.tokens: list[str] = [BLANK, *chars]
