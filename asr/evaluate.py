@@ -6,10 +6,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from asr.data import Utterance
 from asr.metrics import Score, UtteranceScore, score_corpus, score_utterance
+from asr.progress import progress_bar
 from asr.text import normalize_text
 from asr.transcribe import Transcriber
 
@@ -30,7 +29,9 @@ def evaluate_utterances(
     refs = {u.audio_filepath: normalize_text(u.text) for u in utts}
     scores, failures = [], []
     results = transcriber.transcribe_files([u.audio_filepath for u in utts])
-    for r in tqdm(results, total=len(utts), desc="evaluate", disable=not progress, leave=False):
+    for r in progress_bar(
+        results, total=len(utts), desc="evaluate", disable=not progress, leave=False
+    ):
         if r.error is not None:
             failures.append(r.error)
         else:

@@ -25,8 +25,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
-
+from asr.progress import progress_bar
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0  # per socket operation, not for the whole download
@@ -169,7 +168,7 @@ def _fetch(url: str, part: Path, expected_size: int | None) -> None:
         received = 0
         with (
             open(part, "ab" if have else "wb") as f,
-            tqdm(
+            progress_bar(
                 total=total,
                 initial=have,
                 unit="B",

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from asr.audio import AudioError, audio_duration
 from asr.checkpoint import load_checkpoint, save_checkpoint
@@ -26,10 +25,11 @@ from asr.data import (
 )
 from asr.device import autocast, configure_backends, pick_device, resolve_precision
 from asr.evaluate import evaluate_utterances
-from asr.files import atomic_write_text
 from asr.features import SpecAugment
+from asr.files import atomic_write_text
 from asr.metrics import write_report
 from asr.model import Recogniser
+from asr.progress import progress_bar
 from asr.text import CharTokenizer, normalize_text
 from asr.transcribe import Transcriber
 
@@ -52,6 +52,7 @@ class Progress:
     elapsed: float = 0.0  # training wall time in all, seconds
     best_wer: float = math.inf  # best dev WER so far
     best_step: int = -1
+    total_steps: int = 0  # length of the LR schedule (re-planned to fit train.max_minutes)
 
 
 @dataclass
@@ -82,8 +83,38 @@ def check_audio(utts: list[Utterance], manifest: str) -> None:
         raise DataError(problems)
 
 
+# With a time budget, the schedule is sized after every step once this many steps or this
+# share of the budget have passed, at the average pace so far (validations included).
+CALIBRATION_STEPS = 10
+CALIBRATION_SHARE = 0.02
+
+
+def planned_steps(full_steps: int, steps_done: int, elapsed_s: float, budget_s: float) -> int:
+    """Schedule length that ends when the time budget does, at the pace so far.
+
+    The pace (elapsed_s / steps_done) includes validation and data loading, so the whole
+    run fits the budget. Never more than the full schedule, never fewer than the steps done.
+
+    >>> planned_steps(1000, 100, 60.0, 300.0)  # 0.6 s a step: 400 more fit
+    500
+    >>> planned_steps(1000, 100, 6.0, 300.0)  # fast enough for every epoch
+    1000
+    """
+    if budget_s <= 0 or steps_done <= 0 or elapsed_s <= 0:
+        return full_steps
+    fit = steps_done + int((budget_s - elapsed_s) * steps_done / elapsed_s)
+    return max(steps_done, min(full_steps, fit))
+
+
 def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
-    """Linear warm-up to 1, then cosine decay to `final_ratio` at `total` steps (flat after)."""
+    """Linear warm-up to 1, then cosine decay to `final_ratio` at `total` steps (flat after).
+
+    The warm-up takes at most a quarter of the schedule, so a short one still decays.
+
+    >>> [round(lr_lambda(s, warmup=2, total=10, final_ratio=0.1), 2) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.55, 0.1]
+    """
+    warmup = min(warmup, total // 4)
     if step < warmup:
         return (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -127,15 +158,15 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
-        self.total_steps = tc.epochs * len(self.sampler.batches())
+        self.full_steps = tc.epochs * len(self.sampler.batches())
+        self.progress = Progress(total_steps=self.full_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: lr_lambda(s, tc.warmup_steps, self.total_steps, tc.final_lr_ratio),
+            lambda s: lr_lambda(s, tc.warmup_steps, self.progress.total_steps, tc.final_lr_ratio),
         )
         # Loss scaling only matters for fp16; bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.ctc = torch.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
-        self.progress = Progress()
 
     def _report_dev_oov(self) -> None:
         unknown: set[str] = set()
@@ -173,7 +204,8 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.progress = Progress(**state["progress"])
+        self.progress = Progress(**{"total_steps": self.full_steps, **state["progress"]})
+        self._plan()  # a resume may bring another budget or epoch count
 
     def save(self, name: str) -> Path:
         path = self.out_dir / name
@@ -242,6 +274,17 @@ class Trainer:
             return True
         return bool(tc.max_minutes) and self.progress.elapsed >= 60 * tc.max_minutes
 
+    def _plan(self) -> None:
+        """Size the LR schedule so that it completes within train.max_minutes."""
+        p, budget = self.progress, 60 * self.cfg.train.max_minutes
+        if not budget:
+            p.total_steps = self.full_steps
+        elif p.step >= CALIBRATION_STEPS or p.elapsed >= CALIBRATION_SHARE * budget:
+            p.total_steps = planned_steps(self.full_steps, p.step, p.elapsed, budget)
+
+    def _schedule_done(self) -> bool:
+        return self.progress.step >= self.progress.total_steps
+
     def _after_validation(self, wer: float, writer: SummaryWriter, result: TrainResult) -> None:
         p = self.progress
         writer.add_scalar("dev/wer", wer, p.step)
@@ -262,10 +305,10 @@ class Trainer:
         p = self.progress
         stopped = False
         try:
-            while p.epoch < tc.epochs and not self._budget_spent():
+            while not self._schedule_done() and not self._budget_spent():
                 self.sampler.set_epoch(p.epoch, start_batch=p.batch)
                 self.dataset.epoch = p.epoch
-                bar = tqdm(
+                bar = progress_bar(
                     loader,
                     desc=f"epoch {p.epoch + 1}/{tc.epochs}",
                     disable=not tc.progress,
@@ -284,30 +327,35 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
                     writer.add_scalar("train/loss", loss, p.step)
                     writer.add_scalar("train/lr", lr, p.step)
+                    self._plan()
                     if tc.checkpoint_every_steps and p.step % tc.checkpoint_every_steps == 0:
                         self.save("last.pt")
-                    if self._budget_spent():
+                    if self._schedule_done() or self._budget_spent():
                         stopped = True
                         break
-                if not stopped:
+                bar.close()
+                if p.batch == len(self.sampler.batches()):
                     p.epoch += 1
                     p.batch = 0
-                last_epoch = p.epoch == tc.epochs
-                if stopped or last_epoch or p.epoch % tc.validate_every_epochs == 0:
+                if stopped or p.epoch % tc.validate_every_epochs == 0:
                     self._after_validation(self.validate(), writer, result)
+                    p.elapsed += time.perf_counter() - tick  # validation counts against a budget
+                    self._plan()
                     wer = result.history[-1]["dev_wer"]
                     print(
-                        f"epoch {p.epoch} step {p.step}: dev WER {100 * wer:.2f}% "
-                        f"(best {100 * p.best_wer:.2f}%), {p.elapsed / 60:.1f} min"
+                        f"epoch {p.epoch} step {p.step}/{p.total_steps}: dev WER "
+                        f"{100 * wer:.2f}% (best {100 * p.best_wer:.2f}%), {p.elapsed / 60:.1f} min"
                     )
                 self.save("last.pt")
+                if stopped:
+                    break
         except KeyboardInterrupt:
             self.save("last.pt")
             print(f"interrupted: saved {self.out_dir / 'last.pt'}; continue with --resume")
             raise
         finally:
             writer.close()
-        summary = {**asdict(p), "device": str(self.device), "total_steps": self.total_steps}
+        summary = {**asdict(p), "device": str(self.device), "full_schedule_steps": self.full_steps}
         atomic_write_text(self.out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         return result
 

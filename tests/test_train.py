@@ -10,7 +10,7 @@ import torch
 
 from asr.config import load_config
 from asr.data import read_manifest
-from asr.train import train
+from asr.train import planned_steps, train
 from asr.transcribe import Transcriber
 from tests.conftest import tiny_overrides
 
@@ -66,3 +66,31 @@ def test_bf16_autocast_trains_on_cpu(tone_manifest: Path, tmp_path: Path):
     result = train(cfg, tmp_path / "exp")
     assert all(math.isfinite(x) for x in result.losses)
     assert sum(result.losses[-3:]) < sum(result.losses[:3])
+
+
+def test_time_budget_sizes_the_schedule_to_complete(tone_manifest: Path, tmp_path: Path):
+    # Far more epochs than 15 seconds allow: the planner shortens the schedule instead of
+    # cutting it where the clock runs out, so training ends far down the cosine (a cut run
+    # would end near the peak learning rate).
+    cfg = load_config(
+        None,
+        [
+            *tiny_overrides(tone_manifest),
+            "train.epochs=100000",
+            "train.max_minutes=0.25",
+            "train.validate_every_epochs=1000",
+        ],
+    )
+    result = train(cfg, tmp_path / "exp")
+    p = result.progress
+    assert 0 < p.step == p.total_steps < 100000
+    state = torch.load(tmp_path / "exp" / "last.pt", weights_only=True)
+    last_lr = state["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr < 0.25 * cfg.train.lr
+    assert len(result.history) == 1  # one validation, at the end
+
+
+def test_planned_steps_keeps_within_the_schedule_and_what_is_done():
+    assert planned_steps(1000, 50, 100.0, 60.0) == 50  # over budget already: stop now
+    assert planned_steps(1000, 0, 0.0, 60.0) == 1000  # nothing measured yet
+    assert planned_steps(1000, 10, 1.0, 0.0) == 1000  # no budget
