@@ -460,29 +460,36 @@ def _argument_type(option: Option):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from asr.datasets import all_datasets, load_dataset, prepare_dataset
+    from asr.datasets import load_dataset, prepare_dataset
 
     if args.list:
-        if args.dataset is not None:
-            return _fail("--list takes no dataset name")
-        specs = all_datasets()
-        width = max((len(spec.name) for spec in specs), default=0)
-        for spec in specs:
-            print(f"{spec.name:<{width}}  {_how_prepared(spec):<14}  {spec.summary}")
-        return 0
+        return _list_datasets() if args.dataset is None else _fail("--list takes no NAME")
     if args.dataset is None:
         return _fail("prepare needs a dataset NAME (`asr prepare --list` shows them)")
     spec = load_dataset(args.dataset)
     opts = vars(dataset_parser(spec).parse_args(args.dataset_args))
-    out_dir, source, download_dir = (
-        opts.pop("out_dir"),
-        opts.pop("source"),
-        opts.pop("download_dir"),
-    )
-    manifests = prepare_dataset(spec, out_dir, source=source, download_dir=download_dir, **opts)
+    where = {key: opts.pop(key) for key in ("source", "download_dir")}
+    manifests = prepare_dataset(spec, opts.pop("out_dir"), **where, **opts)
     for name, path in manifests.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _list_datasets() -> int:
+    """One line per registered dataset; one that cannot be loaded is named on stderr."""
+    from asr.datasets import load_dataset, registered
+
+    names = list(registered())
+    width = max((len(name) for name in names), default=0)
+    failed = 0
+    for name in names:
+        try:
+            spec = load_dataset(name)
+        except DatasetError as err:
+            failed += _fail(str(err))
+            continue
+        print(f"{name:<{width}}  {_how_prepared(spec):<14}  {spec.summary}")
+    return 1 if failed else 0
 
 
 def _how_prepared(spec: Dataset) -> str:

@@ -121,6 +121,17 @@ def test_bad_requests_are_one_line(fake_registry, tmp_path, capsys, args, messag
     assert message in line
 
 
+def test_list_shows_what_loads_and_names_what_does_not(fake_registry, capsys):
+    assert main(["prepare", "--list"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "made   made here       made on the spot",
+        "words  needs --source  words of a text file (a test corpus)",
+    ]
+    errors = captured.err.splitlines()
+    assert len(errors) == 2 and "'gone'" in errors[0] and "'wrong'" in errors[1]
+
+
 def test_generated_help_shows_the_dataset_flags(fake_registry, capsys):
     with pytest.raises(SystemExit) as done:
         main(["prepare", "words", "--help"])
