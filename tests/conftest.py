@@ -1,7 +1,12 @@
-"""Shared fixtures: a tiny tone 'language' made on the spot, and the path to ../shared data."""
+"""Shared fixtures: a tiny tone 'language' made on the spot, the local corpora (ASR_DATA) and
+an HTTP server on 127.0.0.1 that answers Range requests (for resumable downloads)."""
 
 from __future__ import annotations
 
+import os
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +15,10 @@ import soundfile as sf
 
 from asr.data import Utterance, write_manifest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Local copies of corpora: $ASR_DATA as the recipes read it (recipes/common.sh), by default
+# ../shared/data beside the repository.
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ASR_DATA") or ROOT.parent / "shared" / "data")
 FSDD = SHARED / "free-spoken-digit-dataset-1.0.10"
 
 # Each letter is a tone; letters are 80 ms long with 40 ms of silence between them.
@@ -73,3 +81,45 @@ def tiny_overrides(manifest: Path) -> list[str]:
         "train.warmup_steps=5",
         "train.progress=false",
     ]
+
+
+@dataclass
+class ServedFiles:
+    files: dict[str, bytes]  # URL path -> body
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+
+
+class _RangeHandler(BaseHTTPRequestHandler):
+    """GET of ServedFiles.files; `Range: bytes=N-` is answered with 206 and the rest."""
+
+    def do_GET(self) -> None:
+        served: ServedFiles = self.server.served
+        rng = self.headers.get("Range")
+        served.requests.append((self.path, rng))
+        body = served.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.wfile.write(body[start:])
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def range_server():
+    """(ServedFiles, base URL) of a server on 127.0.0.1; put bodies in ServedFiles.files."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    httpd.served = ServedFiles(files={})
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield httpd.served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
