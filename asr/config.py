@@ -44,6 +44,9 @@ class TrainConfig:
     spec_augment: bool = True  # SpecAugment masks during training
     wave_augment: bool = False  # speed / gain / noise perturbation of training audio
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0 = once per epoch)
+    # At the end, also score the mean of the weights at the last N validations; it becomes
+    # best.pt if its dev WER is lower (0 or 1 = off)
+    average_last: int = 0
     validate_every_epochs: int = 1  # dev-set WER every N epochs (and always after the last)
     seed: int = 0  # seeds initialisation, batching and augmentation
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from asr.audio import AudioError, audio_duration
-from asr.checkpoint import load_checkpoint, save_checkpoint
+from asr.checkpoint import average_weights, load_checkpoint, save_checkpoint
 from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from asr.data import (
     BucketBatchSampler,
@@ -295,6 +295,36 @@ class Trainer:
         if wer < p.best_wer:
             p.best_wer, p.best_step = wer, p.step
             self.save("best.pt")
+        if self.cfg.train.average_last > 1:
+            self._keep_snapshot()
+
+    def _keep_snapshot(self) -> None:
+        """Model weights at this validation, for averaging; only the last N are kept."""
+        folder = self.out_dir / "snapshots"
+        save_checkpoint(
+            folder / f"step-{self.progress.step:08d}.pt", {"model": self.model.state_dict()}
+        )
+        for old in sorted(folder.glob("step-*.pt"))[: -self.cfg.train.average_last]:
+            old.unlink()
+
+    def _try_average(self, writer: SummaryWriter, result: TrainResult) -> None:
+        """Score the mean of the kept snapshots; it becomes best.pt if its dev WER is lower."""
+        paths = sorted((self.out_dir / "snapshots").glob("step-*.pt"))
+        if len(paths) < 2:
+            return
+        trained = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(average_weights([load_checkpoint(p)["model"] for p in paths]))
+        wer, p = self.validate(), self.progress
+        writer.add_scalar("dev/wer_averaged", wer, p.step)
+        entry = {"step": p.step, "averaged": len(paths), "dev_wer": wer}
+        result.history.append(entry)
+        with (self.out_dir / "history.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        print(f"mean of the last {len(paths)} validations' weights: dev WER {100 * wer:.2f}%")
+        if wer < p.best_wer:
+            p.best_wer, p.best_step = wer, p.step
+            self.save("best.pt")
+        self.model.load_state_dict(trained)  # last.pt and further training go on from here
 
     def run(self) -> TrainResult:
         """Train until the epochs or the budget run out; resumable from last.pt at any point."""
@@ -349,6 +379,8 @@ class Trainer:
                 self.save("last.pt")
                 if stopped:
                     break
+            if self._schedule_done() and self.cfg.train.average_last > 1:
+                self._try_average(writer, result)
         except KeyboardInterrupt:
             self.save("last.pt")
             print(f"interrupted: saved {self.out_dir / 'last.pt'}; continue with --resume")

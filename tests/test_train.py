@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from asr.checkpoint import average_weights
 from asr.config import load_config
 from asr.data import read_manifest
 from asr.train import planned_steps, train
@@ -94,3 +95,22 @@ def test_planned_steps_keeps_within_the_schedule_and_what_is_done():
     assert planned_steps(1000, 50, 100.0, 60.0) == 50  # over budget already: stop now
     assert planned_steps(1000, 0, 0.0, 60.0) == 1000  # nothing measured yet
     assert planned_steps(1000, 10, 1.0, 0.0) == 1000  # no budget
+
+
+def test_average_of_the_last_validations_is_scored_and_kept_only_if_better(
+    tone_manifest: Path, tmp_path: Path
+):
+    cfg = load_config(
+        None, [*tiny_overrides(tone_manifest), "train.epochs=8", "train.average_last=3"]
+    )
+    result = train(cfg, tmp_path / "exp")
+    snapshots = sorted((tmp_path / "exp" / "snapshots").glob("step-*.pt"))
+    assert len(snapshots) == 3  # the last three of eight validations
+    averaged = [h for h in result.history if "averaged" in h]
+    assert len(averaged) == 1 and averaged[0]["averaged"] == 3
+    epochs = [h for h in result.history if "averaged" not in h]
+    best = torch.load(tmp_path / "exp" / "best.pt", weights_only=True)
+    assert best["progress"]["best_wer"] == min(h["dev_wer"] for h in result.history)
+    mean = average_weights([torch.load(s, weights_only=True)["model"] for s in snapshots])
+    same = all(torch.equal(mean[k], best["model"][k]) for k in mean)
+    assert same == (averaged[0]["dev_wer"] < min(h["dev_wer"] for h in epochs))
