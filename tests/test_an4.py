@@ -6,19 +6,17 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from asr.cli import main
 from asr.data import read_manifest
 from data_prep import an4
 from data_prep.an4 import AN4Error, download_an4, prepare_an4
 from tests.conftest import SHARED
-from tests.test_files import RangeHandler, ServerState
 
 REAL_AN4 = SHARED / "an4"
 RATE = 16000
@@ -155,28 +153,21 @@ def _archive_bytes(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def test_download_resumes_a_partial_archive_then_prepares(tmp_path: Path):
+def test_download_resumes_a_partial_archive_then_prepares(tmp_path: Path, range_server):
+    served, base_url = range_server
     write_an4(tmp_path / "made", ".sph")
     archive = _archive_bytes(tmp_path / "made")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    httpd.state = ServerState(files={"/an4/an4_sphere.tar.gz": archive})
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/an4/an4_sphere.tar.gz"
-        root = tmp_path / "download"
-        root.mkdir()
-        half = len(archive) // 2
-        (root / "an4_sphere.tar.gz.part").write_bytes(archive[:half])  # an interrupted run
-        source = download_an4(root, url=url)
-        assert httpd.state.requests == [("/an4/an4_sphere.tar.gz", f"bytes={half}-")]
-        assert (root / "an4_sphere.tar.gz").read_bytes() == archive
-        assert download_an4(root, url=url) == source  # finished: no second request
-        assert len(httpd.state.requests) == 1
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    served.files["/an4/an4_sphere.tar.gz"] = archive
+    url = f"{base_url}/an4/an4_sphere.tar.gz"
+    root = tmp_path / "download"
+    root.mkdir()
+    half = len(archive) // 2
+    (root / "an4_sphere.tar.gz.part").write_bytes(archive[:half])  # an interrupted run
+    source = download_an4(root, url=url)
+    assert served.requests == [("/an4/an4_sphere.tar.gz", f"bytes={half}-")]
+    assert (root / "an4_sphere.tar.gz").read_bytes() == archive
+    assert download_an4(root, url=url) == source  # finished: no second request
+    assert len(served.requests) == 1
     out = prepare_an4(source, tmp_path / "manifests")
     assert [u.text for u in read_manifest(out["test"])] == [t.lower() for _, t in TEST]
 
@@ -198,3 +189,14 @@ def test_real_an4(tmp_path: Path, monkeypatch):
     words = out["words"].read_text().split()
     train_words = {w for u in utts["train"] + utts["dev"] for w in u.text.split()}
     assert len(words) == 101 and {"november", "thirteen"} <= set(words) - train_words
+
+
+def test_asr_prepare_an4(tmp_path: Path, capsys):
+    source = write_an4(tmp_path, ".wav")
+    out = tmp_path / "manifests"
+    assert main(["prepare", "an4", "--source", str(source), "--out-dir", str(out)]) == 0
+    assert f"test: {out / 'test.jsonl'}" in capsys.readouterr().out
+    (source / "wav/an4_clstk/fash/an251-fash-b.wav").unlink()
+    assert main(["prepare", "an4", "--source", str(source), "--out-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "an4_train.transcription:1: no audio file fash/an251-fash-b" in err
