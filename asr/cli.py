@@ -344,8 +344,10 @@ def add_lm_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--text",
         type=Path,
+        nargs="+",
         required=True,
-        help="UTF-8 text, one sentence a line, or a .jsonl manifest (its text fields)",
+        help="UTF-8 text, one sentence a line, or a .jsonl manifest (its text fields); several "
+        "are read one after the other",
     )
     d.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
     d.add_argument("--out", type=Path, required=True, help="folder for the model files")
@@ -371,7 +373,8 @@ def _add_cache_argument(p: argparse.ArgumentParser) -> None:
 def cmd_lm_build(args: argparse.Namespace) -> int:
     from asr.lm import LM_JSON, build_lm, kenlm_tools, read_sentences
 
-    read_sentences(args.text)  # a bad text fails now, not after a first KenLM build
+    for text in args.text:
+        read_sentences(text)  # a bad text fails now, not after a first KenLM build
     tools = kenlm_tools(args.cache_dir)
     files = build_lm(args.text, args.out, order=args.order, unit=args.unit, tools=tools)
     info = json.loads((args.out / LM_JSON).read_text(encoding="utf-8"))

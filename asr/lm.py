@@ -237,23 +237,26 @@ def read_sentences(text: Path) -> list[str]:
 
 
 def build_lm(
-    text: Path,
+    text: Path | Sequence[Path],
     out_dir: Path,
     order: int = 3,
     unit: str = "word",
     tools: KenLMTools | None = None,
 ) -> LMFiles:
-    """Estimate an `order`-gram model of `text` with lmplz and write it to `out_dir`.
+    """Estimate an `order`-gram model of `text` (one file, or several read one after the
+    other) with lmplz and write it to `out_dir`.
 
     Writes lm.arpa, lm.bin, lexicon.txt (word models only) and, last, lm.json; a folder
     without lm.json is not a finished model.
     """
-    text, out_dir = Path(text), Path(out_dir)
+    texts = [Path(text)] if isinstance(text, str | Path) else [Path(t) for t in text]
+    out_dir = Path(out_dir)
+    text = " + ".join(str(t) for t in texts)  # for messages
     if unit not in UNITS:
         raise LMError(f"unknown LM unit {unit!r} (expected one of {', '.join(UNITS)})")
     if not MIN_ORDER <= order <= MAX_ORDER:
         raise LMError(f"LM order must be between {MIN_ORDER} and {MAX_ORDER}, got {order}")
-    sentences = read_sentences(text)
+    sentences = [s for t in texts for s in read_sentences(t)]
     tools = tools or kenlm_tools()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LM_JSON).unlink(missing_ok=True)  # the folder is unfinished until it is back
@@ -280,13 +283,13 @@ def build_lm(
         atomic_write_text(lexicon, "".join(lexicon_line(w) + "\n" for w in words))
     else:
         lexicon.unlink(missing_ok=True)  # a word model's lexicon left from before
-    command = ["asr", "lm", "build", "--text", str(text), "--order", str(order)]
+    command = ["asr", "lm", "build", "--text", *map(str, texts), "--order", str(order)]
     command += ["--out", str(out_dir), "--unit", unit]
     units = sorted({u for s in sentences for u in to_lm_units(s, unit).split()})
     info = {
         "unit": unit,
         "order": order,
-        "text": str(text.resolve()),
+        "text": [str(t.resolve()) for t in texts],
         "sentences": len(sentences),
         "words": sum(len(s.split()) for s in sentences),
         "vocab_size": len(units),  # words, or characters and "|"; without <s>, </s>, <unk>

@@ -120,9 +120,16 @@ def test_word_lm_files_lexicon_and_metadata(tools: KenLMTools, tmp_path: Path) -
     info = json.loads((tmp_path / "lm" / "lm.json").read_text())
     assert (info["unit"], info["order"], info["sentences"], info["words"]) == ("word", 2, 2, 4)
     assert info["vocab_size"] == 3
-    assert info["text"] == str(text.resolve())
+    assert info["text"] == [str(text.resolve())]
     assert info["lm_bin_sha256"] == file_sha256(files.binary)
     assert info["command"].startswith("asr lm build --text ")
+    # Several texts, read one after the other: a word list adds its words to the lexicon.
+    words = tmp_path / "words.txt"
+    words.write_text("three\none\n", encoding="utf-8")
+    more = build_lm([text, words], tmp_path / "lm2", order=2, tools=tools)
+    assert more.lexicon.read_text(encoding="utf-8").split("\n")[2] == "three\tt h r e e |"
+    info2 = json.loads((tmp_path / "lm2" / "lm.json").read_text())
+    assert info2["sentences"] == 4 and info2["text"] == [str(text.resolve()), str(words.resolve())]
     assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == [
         "lexicon.txt",
         "lm.arpa",
