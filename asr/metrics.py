@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +65,42 @@ def score_corpus(scores: Sequence[UtteranceScore]) -> Score:
     )
 
 
+def frequent_errors(scores: Sequence[UtteranceScore], n: int = 10) -> list[tuple[str, int]]:
+    """The n commonest word errors, as ("ref -> hyp", count); deletions and insertions show
+    `*` for the missing side.
+
+    >>> s = [score_utterance("a.wav", "one two three", "one too three four")]
+    >>> frequent_errors(s)
+    [('two -> too', 1), ('* -> four', 1)]
+    """
+    counts: Counter[str] = Counter()
+    for s in scores:
+        if not s.reference.split():
+            counts.update(f"* -> {w}" for w in s.hypothesis.split())
+            continue
+        out = jiwer.process_words(s.reference, s.hypothesis or "")
+        ref, hyp = out.references[0], out.hypotheses[0]
+        for chunk in out.alignments[0]:
+            refs = ref[chunk.ref_start_idx : chunk.ref_end_idx]
+            hyps = hyp[chunk.hyp_start_idx : chunk.hyp_end_idx]
+            if chunk.type == "substitute":
+                counts.update(f"{r} -> {h}" for r, h in zip(refs, hyps, strict=True))
+            elif chunk.type == "delete":
+                counts.update(f"{r} -> *" for r in refs)
+            elif chunk.type == "insert":
+                counts.update(f"* -> {h}" for h in hyps)
+    return counts.most_common(n)
+
+
+def scores_by_folder(scores: Sequence[UtteranceScore]) -> dict[str, Score]:
+    """Corpus scores per parent folder of the audio files: the speaker, in corpora laid out
+    as <speaker>/<utterance> (AN4, LibriSpeech, TIMIT)."""
+    groups: dict[str, list[UtteranceScore]] = defaultdict(list)
+    for s in scores:
+        groups[Path(s.audio_filepath).parent.name].append(s)
+    return {name: score_corpus(group) for name, group in sorted(groups.items())}
+
+
 def write_report(
     out_dir: str | Path,
     name: str,
@@ -71,13 +108,28 @@ def write_report(
     score: Score,
     extra: dict | None = None,
 ) -> tuple[Path, Path]:
-    """Write errs-<name>.txt (worst first) and summary-<name>.json; returns both paths."""
+    """Write errs-<name>.txt and summary-<name>.json; returns both paths.
+
+    Both give the commonest word errors and, when the audio lies in more than one folder,
+    the WER per folder (per speaker in most corpora); the report then lists every utterance,
+    worst first."""
     out_dir = Path(out_dir)
     lines = [
         f"%WER {100 * score.wer:.2f} [ {score.word_errors} / {score.words} ]  "
         f"%CER {100 * score.cer:.2f}  utterances {score.utterances}",
         "",
     ]
+    common = frequent_errors(scores)
+    if common:
+        lines += ["Most frequent word errors (reference -> hypothesis, * = none):"]
+        lines += [f"  {count:4d}  {error}" for error, count in common] + [""]
+    folders = scores_by_folder(scores)
+    if len(folders) > 1:
+        lines += ["WER per folder (speaker):"]
+        lines += [
+            f"  {name:<16} {100 * f.wer:6.2f}%  [ {f.word_errors} / {f.words} ]"
+            for name, f in folders.items()
+        ] + [""]
     for s in sorted(scores, key=lambda s: (-s.word_errors, s.audio_filepath)):
         lines += [
             f"{s.audio_filepath}  word errors {s.word_errors}/{s.words}  "
@@ -88,5 +140,10 @@ def write_report(
     report = out_dir / f"errs-{name}.txt"
     atomic_write_text(report, "\n".join(lines) + "\n")
     summary = out_dir / f"summary-{name}.json"
-    atomic_write_text(summary, json.dumps({**asdict(score), **(extra or {})}, indent=2) + "\n")
+    details = {"frequent_errors": [[error, count] for error, count in common]}
+    if len(folders) > 1:
+        details["per_folder"] = {name: asdict(f) for name, f in folders.items()}
+    atomic_write_text(
+        summary, json.dumps({**asdict(score), **details, **(extra or {})}, indent=2) + "\n"
+    )
     return report, summary

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from asr.metrics import score_corpus, score_utterance, write_report
+from asr.metrics import frequent_errors, score_corpus, score_utterance, write_report
 
 # (reference, hypothesis, word errors, words, char errors, chars); spaces count as characters.
 CASES = {
@@ -71,15 +71,39 @@ def test_write_report(tmp_path):
         "utterances": 3,
         "word_errors": 3,
         "words": 6,
+        "frequent_errors": [["cat -> bat", 1], ["hello -> *", 1], ["world -> *", 1]],
         "checkpoint": "best.pt",
     }
 
     lines = report.read_text().splitlines()
     assert lines[0] == "%WER 50.00 [ 3 / 6 ]  %CER 48.00  utterances 3"
+    assert lines[2:6] == [
+        "Most frequent word errors (reference -> hypothesis, * = none):",
+        "     1  cat -> bat",
+        "     1  hello -> *",
+        "     1  world -> *",
+    ]
     # Worst utterance first, then by path.
-    headers = [line for line in lines[2:] if not line.startswith("  ")]
+    headers = [line for line in lines[7:] if not line.startswith("  ")]
     assert [h.split()[0] for h in headers] == ["a.wav", "b.wav", "c.wav"]
     assert headers[0] == "a.wav  word errors 2/2  char errors 11/11"
     i = lines.index(headers[1])
     assert lines[i + 1 : i + 3] == ["  REF: the cat sat", "  HYP: the bat sat"]
     assert sorted(p.name for p in out.iterdir()) == ["errs-dev.txt", "summary-dev.json"]
+
+
+def test_report_gives_the_wer_of_each_speaker_folder(tmp_path):
+    scores = [
+        score_utterance("wav/fash/a.wav", "one two", "one two"),
+        score_utterance("wav/fash/b.wav", "three", "tree"),
+        score_utterance("wav/mblw/c.wav", "four five six", "four six"),
+    ]
+    report, summary = write_report(tmp_path, "test", scores, score_corpus(scores))
+    per_folder = json.loads(summary.read_text())["per_folder"]
+    assert per_folder["fash"]["wer"] == pytest.approx(1 / 3)
+    assert per_folder["mblw"]["wer"] == pytest.approx(1 / 3)
+    assert (per_folder["fash"]["utterances"], per_folder["mblw"]["words"]) == (2, 3)
+    lines = report.read_text().splitlines()
+    i = lines.index("WER per folder (speaker):")
+    assert lines[i + 1].split() == ["fash", "33.33%", "[", "1", "/", "3", "]"]
+    assert frequent_errors(scores) == [("three -> tree", 1), ("five -> *", 1)]
