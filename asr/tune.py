@@ -12,18 +12,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from asr.beam import BeamConfig, BeamSearchDecoder, read_word_list
 from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.data import Utterance
 from asr.decoders import LMChoice
-
-# bench/decode.py still imports these from here; they live in asr.decoders.
-from asr.decoders import make_decoder as make_decoder
-from asr.decoders import resolve_lm as resolve_lm
-from asr.decoders import tuned_settings as tuned_settings
 from asr.metrics import score_corpus, score_utterance
+from asr.progress import progress_bar
 from asr.text import normalize_text
 from asr.transcribe import FileResult, Transcriber
 
@@ -88,7 +82,7 @@ def tune_decoder(
     words = read_word_list(choice.lexicon) if choice.lexicon is not None else None
     grid = []
     pairs = [(w, s) for w in lm_weights for s in word_scores]
-    for w, s in tqdm(pairs, desc="tune", disable=not progress, leave=False):
+    for w, s in progress_bar(pairs, desc="tune", disable=not progress, leave=False):
         cfg = BeamConfig(beam_size=beam_size, lm_weight=w, word_score=s)
         wer = wer_of(BeamSearchDecoder(transcriber.tokenizer, cfg, words=words, lm=choice.lm))
         grid.append({"lm_weight": w, "word_score": s, "wer": wer})

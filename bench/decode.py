@@ -39,10 +39,10 @@ import torch
 from asr.beam import BeamConfig, BeamSearchDecoder, read_word_list
 from asr.checkpoint import load_checkpoint
 from asr.data import read_manifest
+from asr.decoders import make_decoder, resolve_lm, tuned_settings
 from asr.metrics import score_corpus, score_utterance
 from asr.text import normalize_text
 from asr.transcribe import FileResult, Transcriber
-from asr.tune import make_decoder, resolve_lm, tuned_settings
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "pyctcdecode_peer.py"

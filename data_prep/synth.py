@@ -55,12 +55,12 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 import soxr
-from tqdm import tqdm
 
 from asr.audio import AudioError, audio_duration
 from asr.data import Utterance, write_manifest
 from asr.datasets import Dataset, Option
 from asr.files import atomic_write_text
+from asr.progress import progress_bar
 from asr.text import normalize_text
 
 SPLITS = ("train", "dev", "test")
@@ -769,7 +769,7 @@ def _render_all(
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     show = sys.stderr.isatty() if progress is None else progress
     out_rate = cfg.output_rate()
-    bar = tqdm(total=len(todo), desc="synth", unit="utt", disable=not show)
+    bar = progress_bar(total=len(todo), desc="synth", unit="utt", disable=not show)
 
     def collect(result: tuple[str, float | None, str | None]) -> None:
         utt_id, duration, error = result
