@@ -3,10 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-FSDD_LOCAL := ../shared/data/free-spoken-digit-dataset-1.0.10
 DEMO_DIR ?= exp/synth-demo
 
-.PHONY: install install-synth demo demo-fsdd test lint clean
+.PHONY: install install-synth demo demo-fsdd demo-yesno test lint clean
 
 install: $(VENV)/.installed
 
@@ -37,10 +36,14 @@ $(VENV)/.installed-synth: $(VENV)/.installed
 demo: install-synth
 	PATH="$(abspath $(BIN)):$$PATH" bash recipes/synth/run.sh --exp-dir $(DEMO_DIR)
 
-# The FSDD recipe (real human speech), from ../shared when there, otherwise downloaded.
+# The FSDD recipe (real human speech): the copy in ASR_DATA (default ../shared/data) when
+# there, otherwise downloaded into data/fsdd.
 demo-fsdd: install
-	PATH="$(abspath $(BIN)):$$PATH" bash recipes/fsdd/run.sh --exp-dir exp/fsdd-demo \
-		$(if $(wildcard $(FSDD_LOCAL)/recordings),--source $(FSDD_LOCAL),)
+	PATH="$(abspath $(BIN)):$$PATH" bash recipes/fsdd/run.sh --exp-dir exp/fsdd-demo
+
+# The smallest recipe (Kaldi's yesno, 60 files): every stage in about a minute on a CPU.
+demo-yesno: install-synth
+	PATH="$(abspath $(BIN)):$$PATH" bash recipes/yesno/run.sh --exp-dir exp/yesno-demo
 
 test: install-synth
 	$(BIN)/python -m pytest

@@ -53,6 +53,7 @@ def test_recipe_trains_briefly_and_transcribes(tmp_path: Path):
     # The decoder restricted to the ten digit words is no worse than greedy decoding.
     assert results["test-lexicon"]["wer"] <= results["test"]["wer"], results
     assert results["test-lm"]["utterances"] == 300
+    assert results["training"]["runs"] == 1 and results["training"]["wall_seconds"] > 0
     lines = [line for line in run.stdout.splitlines() if "\t" in line]
     assert [Path(line.split("\t")[0]).name for line in lines] == [
         "0_george_0.wav",

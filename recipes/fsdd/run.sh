@@ -6,79 +6,34 @@
 #   bash recipes/fsdd/run.sh --exp-dir exp/fsdd [--source DIR] [--split standard|speaker:NAME]
 #        [--stage N] [--stop-stage N] [-- section.key=value ...]
 #
-# Without --source the v1.0.10 release is downloaded into data/fsdd. Every stage can be rerun
-# alone; training continues from EXP_DIR/last.pt when it exists.
+# Without --source: the copy in $ASR_DATA/free-spoken-digit-dataset-1.0.10 when there
+# (ASR_DATA defaults to ../shared/data), else the v1.0.10 release downloaded into data/fsdd.
+# Every stage can be rerun alone; training continues from EXP_DIR/last.pt when it exists.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+recipe_option --split standard
+parse_options "$@"
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-source_dir=""
-exp_dir=""
-split="standard"
-stage=0
-stop_stage=4
-asr=${ASR:-asr}
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --source) source_dir=$2; shift 2 ;;
-    --exp-dir) exp_dir=$2; shift 2 ;;
-    --split) split=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --) shift; break ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
-[ -n "$exp_dir" ] || { echo "run.sh: --exp-dir is required" >&2; exit 2; }
-overrides=("$@")
-data_dir=$exp_dir/data
-
-if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
-  echo "== stage 0: manifests ($split split)"
-  if [ -n "$source_dir" ]; then
-    $asr prepare fsdd --source "$source_dir" --out-dir "$data_dir" --split "$split"
-  else
-    $asr prepare fsdd --download-dir data/fsdd --out-dir "$data_dir" --split "$split"
-  fi
+if run_stage 0 "manifests ($split split)"; then
+  corpus_args fsdd free-spoken-digit-dataset-1.0.10
+  $asr prepare fsdd "${corpus_args[@]}" --out-dir "$data_dir" --split "$split"
 fi
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  echo "== stage 1: train"
-  resume=()
-  [ -f "$exp_dir/last.pt" ] && resume=(--resume)
-  start=$(date +%s)
-  if [ ${#resume[@]} -gt 0 ]; then
-    $asr train --out-dir "$exp_dir" --resume "${overrides[@]}"
-  else
-    $asr train --config "$here/config.yaml" --out-dir "$exp_dir" \
-      data.train_manifest="$data_dir/train.jsonl" data.dev_manifest="$data_dir/dev.jsonl" \
-      "${overrides[@]}"
-  fi
-  echo "training wall time: $(( $(date +%s) - start )) s"
+if run_stage 1 "train"; then
+  train_or_resume "$recipe_dir/config.yaml" "$data_dir/train.jsonl" "$data_dir/dev.jsonl"
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: word bigram LM of the training text (its lexicon: the ten digit words)"
-  $asr lm build --text "$data_dir/train.jsonl" --order 2 --out "$exp_dir/lm"
-  $asr tune-decoder --model "$exp_dir/best.pt" --manifest "$data_dir/dev.jsonl" --lm "$exp_dir/lm"
+if run_stage 2 "word bigram LM of the training text (its lexicon: the ten digit words)"; then
+  lm_and_tune 2 "$data_dir/train.jsonl" "$data_dir/dev.jsonl"
 fi
 
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: evaluate the best checkpoint (greedy; lexicon only; lexicon + LM)"
-  common=(--model "$exp_dir/best.pt" --out-dir "$exp_dir" --results "$exp_dir/results.json")
-  for set in dev test; do
-    $asr evaluate "${common[@]}" --manifest "$data_dir/$set.jsonl" --name "$set"
-  done
-  $asr evaluate "${common[@]}" --manifest "$data_dir/test.jsonl" --name test-lexicon \
-    --lexicon "$exp_dir/lm/lexicon.txt"
-  $asr evaluate "${common[@]}" --manifest "$data_dir/test.jsonl" --name test-lm --lm "$exp_dir/lm"
+if run_stage 3 "evaluate the best checkpoint (greedy; lexicon only; lexicon + LM)"; then
+  evaluate_sets dev="$data_dir/dev.jsonl" test="$data_dir/test.jsonl"
+  evaluate_sets test-lexicon="$data_dir/test.jsonl" -- --lexicon "$exp_dir/lm/lexicon.txt"
+  evaluate_sets test-lm="$data_dir/test.jsonl" -- --lm "$exp_dir/lm"
   echo "results: $exp_dir/results.json"
 fi
 
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  echo "== stage 4: transcribe two test files"
-  mapfile -t examples < <(head -n 2 "$data_dir/test.jsonl" \
-    | python3 -c 'import json,sys; [print(json.loads(l)["audio_filepath"]) for l in sys.stdin]')
-  $asr transcribe --model "$exp_dir/best.pt" "${examples[@]}"
+if run_stage 4 "transcribe two test files"; then
+  transcribe_examples 2 "$data_dir/test.jsonl"
 fi
