@@ -48,7 +48,8 @@ def test_reduced_recipe_beats_chance_on_unseen_voices(tmp_path: Path):
     # Beam search restricted to the training words with their LM, tuned on the dev voices.
     assert results["synth-test-lm"]["utterances"] == 60
     assert results["synth-test-lm"]["wer"] < 0.6, results
-    assert "synth-test: WER" in run.stdout and "== summary" in run.stdout
+    assert "synth-test: WER" in run.stdout and "== stage 5: summary" in run.stdout
+    assert results["training"]["runs"] == 1 and results["training"]["wall_seconds"] > 0
     transcripts = sorted(p.name for p in (exp / "transcripts").iterdir())
     assert [n for n in transcripts if n.endswith(".srt")] and [
         n for n in transcripts if n.endswith(".json")

@@ -7,119 +7,67 @@
 #   bash recipes/synth/run.sh --exp-dir exp/synth [--fsdd DIR] [--num-train N] [--num-eval N]
 #        [--mix-fsdd] [--stage N] [--stop-stage N] [-- section.key=value ...]
 #
-# --fsdd DIR: an unpacked FSDD copy for the real-speech test (default: ../shared's copy when
-#   present, else a download into data/fsdd; the FSDD test is skipped when neither works).
+# --fsdd DIR: an unpacked FSDD copy for the real-speech test (default: the copy in
+#   $ASR_DATA/free-spoken-digit-dataset-1.0.10 when there, ASR_DATA defaulting to
+#   ../shared/data, else a download into data/fsdd; the FSDD test is skipped when neither works).
 # --mix-fsdd: train on FSDD's standard training takes (10-49 of every speaker) as well.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+recipe_option --fsdd ""
+recipe_option --num-train 3000
+recipe_option --num-eval 300
+recipe_flag --mix-fsdd
+parse_options "$@"
+[ -z "$source_dir" ] || usage_error "--source: this recipe makes its corpus (--fsdd DIR: FSDD)"
+fsdd_dir=$exp_dir/fsdd
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-exp_dir=""
-fsdd=""
-num_train=3000
-num_eval=300
-mix_fsdd=0
-stage=0
-stop_stage=5
-asr=${ASR:-asr}
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --exp-dir) exp_dir=$2; shift 2 ;;
-    --fsdd) fsdd=$2; shift 2 ;;
-    --num-train) num_train=$2; shift 2 ;;
-    --num-eval) num_eval=$2; shift 2 ;;
-    --mix-fsdd) mix_fsdd=1; shift ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --) shift; break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
-[ -n "$exp_dir" ] || { echo "run.sh: --exp-dir is required" >&2; exit 2; }
-overrides=("$@")
-data=$exp_dir/data
-shared_fsdd=$root/../shared/data/free-spoken-digit-dataset-1.0.10
-if [ -z "$fsdd" ] && [ -d "$shared_fsdd/recordings" ]; then fsdd=$shared_fsdd; fi
-
-if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
-  echo "== stage 0: synthesise connected digits; dev and test voices are never trained on"
-  $asr prepare synth --out-dir "$data" --num-train "$num_train" --num-dev "$num_eval" \
+if run_stage 0 "synthesise connected digits; dev and test voices are never trained on"; then
+  $asr prepare synth --out-dir "$data_dir" --num-train "$num_train" --num-dev "$num_eval" \
     --num-test "$num_eval" --band-limit
   echo "== stage 0: real human digits (FSDD)"
-  if [ -n "$fsdd" ]; then
-    $asr prepare fsdd --source "$fsdd" --out-dir "$exp_dir/fsdd"
-  elif ! $asr prepare fsdd --download-dir data/fsdd --out-dir "$exp_dir/fsdd"; then
-    echo "FSDD is neither in ../shared nor downloadable: its test is skipped"
-  fi
+  corpus_args fsdd free-spoken-digit-dataset-1.0.10 "$fsdd"
+  $asr prepare fsdd "${corpus_args[@]}" --out-dir "$fsdd_dir" || {
+    [ "${corpus_args[0]}" = --download-dir ] || exit 1  # a given copy must work
+    echo "FSDD is neither in $ASR_DATA nor downloadable: its test is skipped"
+  }
 fi
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  echo "== stage 1: train"
-  train=$data/train.jsonl
+if run_stage 1 "train"; then
+  train=$data_dir/train.jsonl
   if [ "$mix_fsdd" = 1 ]; then
-    [ -f "$exp_dir/fsdd/train.jsonl" ] || { echo "run.sh: --mix-fsdd needs FSDD" >&2; exit 1; }
-    train=$train,$exp_dir/fsdd/train.jsonl
+    [ -f "$fsdd_dir/train.jsonl" ] || { echo "run.sh: --mix-fsdd needs FSDD" >&2; exit 1; }
+    train=$train,$fsdd_dir/train.jsonl
   fi
-  start=$(date +%s)
-  if [ -f "$exp_dir/last.pt" ]; then
-    $asr train --out-dir "$exp_dir" --resume "${overrides[@]}"
-  else
-    $asr train --config "$here/config.yaml" --out-dir "$exp_dir" \
-      data.train_manifest="$train" data.dev_manifest="$data/dev.jsonl" "${overrides[@]}"
-  fi
-  echo "training wall time: $(( $(date +%s) - start )) s"
+  train_or_resume "$recipe_dir/config.yaml" "$train" "$data_dir/dev.jsonl"
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "== stage 2: 3-gram word LM of the training text; LM weight and word bonus tuned on dev"
-  $asr lm build --text "$data/train.jsonl" --order 3 --out "$exp_dir/lm"
-  $asr tune-decoder --model "$exp_dir/best.pt" --manifest "$data/dev.jsonl" --lm "$exp_dir/lm"
+if run_stage 2 "3-gram word LM of the training text; LM weight and word bonus tuned on dev"; then
+  lm_and_tune 3 "$data_dir/train.jsonl" "$data_dir/dev.jsonl"
 fi
 
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  echo "== stage 3: evaluate the best checkpoint: greedy, then beam search with the LM"
-  sets=("synth-test:$data/test.jsonl")
-  if [ -f "$exp_dir/fsdd/test.jsonl" ]; then
-    sets+=("fsdd-test:$exp_dir/fsdd/test.jsonl")
-  else
-    echo "no FSDD manifests: real human speech not evaluated"
-  fi
-  for entry in "${sets[@]}"; do
-    name=${entry%%:*} manifest=${entry#*:}
-    $asr evaluate --model "$exp_dir/best.pt" --manifest "$manifest" --name "$name" \
-      --out-dir "$exp_dir" --results "$exp_dir/results.json"
-    $asr evaluate --model "$exp_dir/best.pt" --manifest "$manifest" --name "$name-lm" \
-      --lm "$exp_dir/lm" --out-dir "$exp_dir" --results "$exp_dir/results.json"
+sets=("synth-test=$data_dir/test.jsonl")  # NAME=MANIFEST, FSDD's when prepared
+[ ! -f "$fsdd_dir/test.jsonl" ] || sets+=("fsdd-test=$fsdd_dir/test.jsonl")
+
+if run_stage 3 "evaluate the best checkpoint: greedy, then beam search with the LM"; then
+  [ ${#sets[@]} = 2 ] || echo "no FSDD manifests: real human speech not evaluated"
+  evaluate_sets "${sets[@]}"
+  evaluate_sets "${sets[@]/=/-lm=}" -- --lm "$exp_dir/lm"
+fi
+
+if run_stage 4 "transcribe two files (an unseen synthetic voice, a real human if present)"; then
+  for format in text json srt; do
+    out=(); [ $format = text ] || out=(--format $format --out-dir "$exp_dir/transcripts")
+    transcribe_examples 1 "${sets[@]#*=}" -- --lm "$exp_dir/lm" "${out[@]}"
   done
 fi
 
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  echo "== stage 4: transcribe two files (an unseen synthetic voice, a real human if present)"
-  examples=("$data/$(head -n 1 "$data/test.jsonl" | sed 's/.*"audio_filepath": "\([^"]*\)".*/\1/')")
-  if [ -f "$exp_dir/fsdd/test.jsonl" ]; then
-    examples+=("$(head -n 1 "$exp_dir/fsdd/test.jsonl" | sed 's/.*"audio_filepath": "\([^"]*\)".*/\1/')")
-  fi
-  $asr transcribe --model "$exp_dir/best.pt" --lm "$exp_dir/lm" "${examples[@]}"
-  $asr transcribe --model "$exp_dir/best.pt" --lm "$exp_dir/lm" --format json \
-    --out-dir "$exp_dir/transcripts" "${examples[@]}"
-  $asr transcribe --model "$exp_dir/best.pt" --lm "$exp_dir/lm" --format srt \
-    --out-dir "$exp_dir/transcripts" "${examples[@]}"
-fi
-
-if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  echo "== summary"
-  echo "corpus and manifests:  $data (settings.json, train/dev/test.jsonl)"
+if run_stage 5 "summary"; then
+  echo "corpus and manifests:  $data_dir (settings.json, train/dev/test.jsonl)"
   echo "checkpoints:           $exp_dir/best.pt (with the tuned decoder values), $exp_dir/last.pt"
   echo "language model:        $exp_dir/lm (lm.arpa, lm.bin, lexicon.txt)"
   echo "results:               $exp_dir/results.json (NAME-lm: beam search with the LM)"
   echo "per-utterance reports: $exp_dir/errs-*.txt"
   echo "transcripts:           $exp_dir/transcripts (JSON with word times, SRT subtitles)"
   echo "training curves:       tensorboard --logdir $exp_dir/tensorboard"
-  python3 -c 'import json, sys
-for name, r in sorted(json.load(open(sys.argv[1])).items()):
-    wer, cer, n = 100 * r["wer"], 100 * r["cer"], r["utterances"]
-    print(f"{name:>14}: WER {wer:.2f}%  CER {cer:.2f}%  ({n} utterances)")' \
-    "$exp_dir/results.json"
+  print_results
 fi
