@@ -14,7 +14,12 @@ file names, each with a readable header.
 Split (Kaldi's egs/yesno/s5, local/create_yesno_waves_test_train.pl over `ls -1 waves_yesno`):
 the first 30 files in sorted order are the training set, the other 30 the test set. There is
 no dev set; `dev.jsonl` repeats the training set, for best-checkpoint selection and decoder
-tuning (there is nothing else to hold out).
+tuning (there is nothing else to hold out). Two things to know about this split: every
+training file begins with "no" and every test file but one with "yes" (a recurrent model can
+learn the first word as a prior); and `0_1_0_1_0_0_0_0.wav` holds seven spoken words, not the
+eight of its name (seven bursts of speech), which this split puts in training. lhotse's split
+(every other sorted file) puts it in the test set, where no recogniser can be right: 1 error
+in 240 words (0.42%) is the floor there.
 
     asr prepare yesno --source ../shared/data/yesno/waves_yesno --out-dir exp/yesno/data
 """

@@ -167,11 +167,12 @@ EOF
 # transcribe_examples N MANIFEST... [-- asr transcribe flags]: transcribe the first N files of
 # each manifest with best.pt (FILE<TAB>TEXT on stdout unless the flags say otherwise).
 transcribe_examples() {
-  local n=$1 manifests=() files=()
+  local n=$1 manifests=() files=() list
   shift
   while [ $# -gt 0 ] && [ "$1" != -- ]; do manifests+=("$1"); shift; done
   [ $# -gt 0 ] && shift
-  mapfile -t files < <(example_files "$n" "${manifests[@]}")
+  list=$(example_files "$n" "${manifests[@]}")  # not in <(...): set -e sees a failure here
+  mapfile -t files <<< "$list"
   $asr transcribe --model "$exp_dir/best.pt" "$@" "${files[@]}"
 }
 
