@@ -54,9 +54,9 @@ def test_prepare_writes_kaldis_split_field_by_field(waves: Path, tmp_path: Path)
         name: [json.loads(line) for line in path.read_text().splitlines()]
         for name, path in manifests.items()
     }
-    # Kaldi's egs/yesno/s5: the first 30 files in sorted order train, the other 30 test.
-    assert [Path(r["audio_filepath"]).name for r in rows["train"]] == sorted(FILE_NAMES)[:30]
-    assert [Path(r["audio_filepath"]).name for r in rows["test"]] == sorted(FILE_NAMES)[30:]
+    # lhotse's recipes/yesno.py: of the sorted files, every other one from the first trains.
+    assert [Path(r["audio_filepath"]).name for r in rows["train"]] == sorted(FILE_NAMES)[::2]
+    assert [Path(r["audio_filepath"]).name for r in rows["test"]] == sorted(FILE_NAMES)[1::2]
     assert rows["dev"] == rows["train"]
     for row in rows["train"] + rows["test"]:
         assert set(row) == {"audio_filepath", "duration", "text"}
@@ -68,6 +68,7 @@ def test_prepare_writes_kaldis_split_field_by_field(waves: Path, tmp_path: Path)
         assert len(words) == 8 and set(words) <= {"yes", "no"}
         assert "_".join("1" if w == "yes" else "0" for w in words) + ".wav" == path.name
     assert rows["train"][0]["text"] == "no no no no yes yes yes yes"  # 0_0_0_0_1_1_1_1.wav
+    assert rows["train"][1]["text"] == "no no no yes no yes yes no"  # 0_0_0_1_0_1_1_0.wav
     assert rows["test"][-1]["text"] == " ".join(["yes"] * 8)  # 1_1_1_1_1_1_1_1.wav
     assert len(read_manifest(manifests["test"])) == 30
 
@@ -166,12 +167,13 @@ def test_recipe_reaches_zero_wer(tmp_path: Path):
     assert f"using the local copy {YESNO}" in run.stdout
     results = json.loads((exp / "results.json").read_text())
     assert results["test"]["utterances"] == results["test-lm"]["utterances"] == 30
-    # Beam search with the two-word lexicon (and the LM) makes no error; greedy decoding of
-    # this tiny model misspells a word now and then (2.08% for seed 0).
-    assert results["test-lexicon"]["wer"] == 0.0, results
-    assert results["test-lm"]["wer"] == 0.0, results
+    # Beam search with the two-word lexicon (and the LM) makes at most one error in the 240
+    # test words (0% on one thread, 0.42% on two: the runs differ in float summation order);
+    # greedy decoding of this tiny model misspells a few words (2.1-2.9%).
+    assert results["test-lexicon"]["wer"] <= 1 / 240 + 1e-9, results
+    assert results["test-lm"]["wer"] <= 1 / 240 + 1e-9, results
     assert results["test"]["wer"] < 0.05, results
     assert results["training"]["runs"] == 1 and results["training"]["wall_seconds"] > 0
     lines = [line.split("\t") for line in run.stdout.splitlines() if "\t" in line]
-    assert [Path(f).name for f, _ in lines] == sorted(FILE_NAMES)[30:32]
+    assert [Path(f).name for f, _ in lines] == sorted(FILE_NAMES)[1:5:2]
     assert [text for _, text in lines] == [yesno.text_of(Path(f).name) for f, _ in lines]
