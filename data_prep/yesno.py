@@ -19,10 +19,10 @@ decoder tuning (there is nothing else to hold out).
 Kaldi's egs/yesno/s5 split (local/create_yesno_waves_test_train.pl: the first 30 sorted files
 train, the rest test) is not used: every one of its training files begins with "no" and every
 test file but one with "yes", and a recurrent model learns that as a prior (the first words of
-"yes yes ..." test files came out as "es", "n" or went missing, 0.4-1.3% WER over seeds, even
-with a lexicon). One caveat of lhotse's split: `0_1_0_1_0_0_0_0.wav` holds seven spoken words,
-not the eight of its name (seven bursts of speech), and it falls in the test set, so 1 error in
-240 words (0.42%) is the floor there.
+"yes yes ..." test files came out as "es", "n" or went missing: 0%, 1.25% and 0.42% WER with
+a lexicon on three seeds). One caveat of lhotse's split: `0_1_0_1_0_0_0_0.wav` holds seven
+spoken words, not the eight of its name (seven bursts of speech), and it falls in the test set,
+so 1 error in 240 words (0.42%) is the floor there.
 
     asr prepare yesno --source ../shared/data/yesno/waves_yesno --out-dir exp/yesno/data
 """
