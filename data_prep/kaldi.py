@@ -1,0 +1,329 @@
+"""A Kaldi data directory: `asr prepare kaldi --source DATA_DIR --out-dir OUT`.
+
+Reads the files Kaldi's data preparation writes (kaldi-asr.org/doc/data_prep.html):
+
+  wav.scp    RECORDING PATH        the audio files (required)
+  text       UTTERANCE TEXT...     the transcripts (required)
+  segments   UTTERANCE RECORDING START END
+             utterances that are stretches of a recording, in seconds; END -1 is the end of
+             the file. Each becomes a manifest line with the NeMo `offset` (START) and
+             `duration` (END - START), so nothing is cut. Without segments an utterance is a
+             whole recording and shares its id.
+  utt2spk    UTTERANCE SPEAKER     (or spk2utt: SPEAKER UTTERANCE...): the split is then by
+             speaker, else by utterance (see `data_prep/split.py`); utt2spk wins when both are
+             there. Kaldi recipes without speaker information map each utterance to itself,
+             which is a split by utterance.
+
+Relative paths in wav.scp are Kaldi's: relative to the recipe folder the scripts ran in
+(`s5/` of `s5/data/train`, two levels above DATA_DIR); DATA_DIR itself and the current folder
+are tried next, or `--audio-root DIR` says where. Durations come from the audio headers, and a
+segment must lie within its file (a segment ending up to MAX_OVERSHOOT seconds past the end
+is cut at the end, as Kaldi's extract-segments does by default).
+
+A wav.scp entry that is a command (`sph2pipe -f wav a.sph |`) or a byte offset into an archive
+(`feats.ark:1234`) is refused with the command that writes it as a real file (Kaldi's
+`wav-copy RXFILENAME OUT.wav` does both). Every entry that cannot be used is one line naming
+its file and line; the others are written, and the command then exits with status 1 listing
+them all. Transcripts are kept as written (training normalises them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from asr.audio import AudioError, audio_duration
+from asr.data import Utterance
+from asr.datasets import Dataset, Option
+from data_prep.split import SPLIT_OPTIONS, Entry, ImporterError, SplitConfig, write_split
+
+MAX_OVERSHOOT = 0.5  # seconds a segment may end past its file (extract-segments' default)
+# An "extended filename" with a byte offset into an archive: foo.ark:1234, foo.ark:1234[0:99]
+_ARCHIVE_OFFSET = re.compile(r":\d+(\[[^\]]*\])?$")
+CONVERT_ALL = (
+    "to write every recording as a file: mkdir -p wav && while read -r id rx; do "
+    'wav-copy "$rx" "wav/$id.wav"; done < wav.scp (Kaldi\'s wav-copy runs commands and reads '
+    "archives), then make a new wav.scp of `ID wav/ID.wav` lines"
+)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a Kaldi table file: its key and the rest."""
+
+    where: str  # "path:line" for messages
+    key: str
+    value: str  # the rest of the line, outer spaces stripped
+
+
+def read_kaldi_table(path: Path) -> tuple[dict[str, Line], list[str]]:
+    """{key: line} of a Kaldi `KEY VALUE...` file, in file order, and the problems (a key given
+    twice). Blank lines are skipped; ImporterError when the file cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ImporterError(f"{path}: not UTF-8 text") from None
+    except OSError as err:
+        raise ImporterError(f"{path}: cannot read ({err.strerror})") from None
+    lines: dict[str, Line] = {}
+    problems = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        key, *rest = raw.split(maxsplit=1)
+        where = f"{path}:{number}"
+        if key in lines:
+            problems.append(f"{where}: {key} again (first on {lines[key].where})")
+            continue
+        lines[key] = Line(where, key, rest[0].strip() if rest else "")
+    return lines, problems
+
+
+def refusal(line: Line) -> str | None:
+    """Why a wav.scp entry is not a file name we can read, with the fix; None when it is one."""
+    rx = line.value
+    if rx.endswith("|"):
+        command = rx[:-1].strip()
+        return (
+            f"{line.where}: recording {line.key} is a command ({rx}), not a file: write its "
+            f"output to one, e.g. `{command} > wav/{line.key}.wav` or `wav-copy '{rx}' "
+            f"wav/{line.key}.wav`, and list that file in wav.scp"
+        )
+    if _ARCHIVE_OFFSET.search(rx):
+        return (
+            f"{line.where}: recording {line.key} is at a byte offset in an archive ({rx}), not "
+            f"a file: write it out with Kaldi's `wav-copy {rx} wav/{line.key}.wav` and list "
+            "that file in wav.scp"
+        )
+    if rx == "-" or rx.startswith("|"):
+        return f"{line.where}: recording {line.key}: {rx!r} is not a file name"
+    return None
+
+
+@dataclass
+class Recording:
+    """A wav.scp entry resolved to a file, with its duration once read."""
+
+    line: Line
+    path: Path | None = None  # None: not usable, see `problem`
+    duration: float = 0.0
+    problem: str | None = None
+    utterances: int = 0  # how many text lines use it
+
+
+def resolve_recordings(wav_scp: dict[str, Line], roots: list[Path]) -> dict[str, Recording]:
+    """Every wav.scp entry with its file (the first of `roots` a relative path exists under)
+    and duration, or the problem that makes it unusable."""
+    recordings = {}
+    for key, line in wav_scp.items():
+        rec = Recording(line)
+        recordings[key] = rec
+        rec.problem = refusal(line)
+        if rec.problem is not None:
+            continue
+        if not line.value:
+            rec.problem = f"{line.where}: recording {key} has no file name"
+            continue
+        given = Path(line.value)
+        candidates = [given] if given.is_absolute() else [root / given for root in roots]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            tried = " or ".join(str(c.parent) for c in candidates)
+            rec.problem = f"{line.where}: no audio file {line.value} (looked in {tried})"
+            continue
+        try:
+            rec.duration = audio_duration(found)
+        except AudioError as err:
+            rec.problem = f"{line.where}: {err}"
+            continue
+        rec.path = found.resolve()
+    return recordings
+
+
+def speakers_of(data: Path) -> tuple[dict[str, str] | None, list[str]]:
+    """{utterance: speaker} from utt2spk (or spk2utt when only it is there), None when neither
+    is there; and the problems (an utterance given two speakers)."""
+    if (data / "utt2spk").is_file():
+        lines, problems = read_kaldi_table(data / "utt2spk")
+        for line in lines.values():
+            if len(line.value.split()) != 1:
+                problems.append(f"{line.where}: expected UTTERANCE SPEAKER, got {line.value!r}")
+        return {k: ln.value for k, ln in lines.items() if len(ln.value.split()) == 1}, problems
+    if not (data / "spk2utt").is_file():
+        return None, []
+    lines, problems = read_kaldi_table(data / "spk2utt")
+    speakers: dict[str, str] = {}
+    for line in lines.values():
+        for utt in line.value.split():
+            if utt in speakers and speakers[utt] != line.key:
+                problems.append(
+                    f"{line.where}: utterance {utt} also said by speaker {speakers[utt]}"
+                )
+                continue
+            speakers[utt] = line.key
+    return speakers, problems
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where an utterance lies in its recording."""
+
+    recording: str
+    start: float
+    end: float  # -1: the end of the file
+
+
+def read_segments(path: Path) -> tuple[dict[str, tuple[Line, Segment]], list[str]]:
+    """{utterance: (its line, its segment)} of a segments file, and the malformed lines."""
+    lines, problems = read_kaldi_table(path)
+    segments = {}
+    for key, line in lines.items():
+        fields = line.value.split()
+        try:
+            if len(fields) != 3:
+                raise ValueError
+            recording, start, end = fields[0], float(fields[1]), float(fields[2])
+        except ValueError:
+            problems.append(
+                f"{line.where}: expected UTTERANCE RECORDING START END, got {key} {line.value!r}"
+            )
+            continue
+        if start < 0 or (end != -1 and end <= start):
+            problems.append(f"{line.where}: utterance {key}: bad times {start} to {end}")
+            continue
+        segments[key] = (line, Segment(recording, start, end))
+    return segments, problems
+
+
+def segment_within(line: Line, seg: Segment, duration: float) -> tuple[float, str | None]:
+    """The segment's end (-1 and a small overshoot made the file's end), or the problem of a
+    segment outside its file."""
+    end = duration if seg.end == -1 else seg.end
+    if seg.start >= duration or end > duration + MAX_OVERSHOOT:
+        return end, (
+            f"{line.where}: utterance {line.key}: {seg.start}-{end} s lies outside recording "
+            f"{seg.recording} ({duration:.3f} s)"
+        )
+    return min(end, duration), None
+
+
+@dataclass
+class KaldiDir:
+    """The tables of a Kaldi data directory, read and cross-checked."""
+
+    texts: dict[str, Line]
+    recordings: dict[str, Recording]
+    segments: dict[str, tuple[Line, Segment]] | None  # None: no segments file
+    speakers: dict[str, str] | None  # None: neither utt2spk nor spk2utt
+    problems: list[str]
+
+    @classmethod
+    def read(cls, data: Path, roots: list[Path]) -> KaldiDir:
+        for name in ("wav.scp", "text"):
+            if not (data / name).is_file():
+                raise ImporterError(f"{data}: no {name}; expected a Kaldi data directory")
+        wav_scp, problems = read_kaldi_table(data / "wav.scp")
+        texts, more = read_kaldi_table(data / "text")
+        problems += more
+        speakers, more = speakers_of(data)
+        problems += more
+        segments = None
+        if (data / "segments").is_file():
+            segments, more = read_segments(data / "segments")
+            problems += more
+        recordings = resolve_recordings(wav_scp, roots)
+        return cls(texts, recordings, segments, speakers, problems)
+
+    def entry(self, utt: str, line: Line) -> Entry | str | None:
+        """The utterance of a `text` line, or the problem with it; None when its recording is
+        unusable (that recording's line is reported)."""
+        text = " ".join(line.value.split())
+        if not text:
+            return f"{line.where}: utterance {utt} has an empty transcript"
+        seg_line, seg = None, None
+        if self.segments is not None:
+            if utt not in self.segments:
+                return f"{line.where}: utterance {utt} has no line in segments"
+            seg_line, seg = self.segments[utt]
+        rec_key = utt if seg is None else seg.recording
+        rec = self.recordings.get(rec_key)
+        if rec is None:
+            where = (seg_line or line).where
+            return f"{where}: utterance {utt}: recording {rec_key} is not in wav.scp"
+        rec.utterances += 1
+        if rec.path is None:
+            return None
+        speaker = None
+        if self.speakers is not None:
+            speaker = self.speakers.get(utt)
+            if speaker is None:
+                return f"{line.where}: utterance {utt} has no speaker in utt2spk/spk2utt"
+        if seg is None:
+            return Entry(Utterance(str(rec.path), rec.duration, text), speaker)
+        end, problem = segment_within(seg_line, seg, rec.duration)
+        if problem is not None:
+            return problem
+        return Entry(Utterance(str(rec.path), end - seg.start, text, offset=seg.start), speaker)
+
+    def leftovers(self) -> list[str]:
+        """Unusable recordings, recordings no utterance uses, segments without text."""
+        problems = []
+        for key, rec in self.recordings.items():
+            if rec.problem is not None:
+                lost = f" [{rec.utterances} utterance(s) lost]" if rec.utterances else ""
+                problems.append(rec.problem + lost)
+            elif rec.utterances == 0:
+                where = "text" if self.segments is None else "segments"
+                problems.append(f"{rec.line.where}: recording {key} has no utterance in {where}")
+        for utt, (line, _) in (self.segments or {}).items():
+            if utt not in self.texts:
+                problems.append(f"{line.where}: utterance {utt} has no line in text")
+        return problems
+
+
+def prepare_kaldi(
+    source: Path,
+    out_dir: Path,
+    audio_root: str | None = None,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write train/dev/test.jsonl in `out_dir` from the Kaldi data dir `source`. Returns
+    {set: path}. SkippedEntries after writing when some entries could not be used."""
+    config = SplitConfig(dev_fraction, test_fraction, seed)
+    data = Path(source).resolve()
+    if not data.is_dir():
+        raise ImporterError(f"{source}: not a folder; expected a Kaldi data directory")
+    roots = [Path(audio_root).resolve()] if audio_root else [data.parent.parent, data, Path.cwd()]
+    kaldi = KaldiDir.read(data, list(dict.fromkeys(roots)))
+    entries, problems = [], kaldi.problems
+    for utt, line in kaldi.texts.items():
+        found = kaldi.entry(utt, line)
+        if isinstance(found, Entry):
+            entries.append(found)
+        elif found is not None:
+            problems.append(found)
+    problems += kaldi.leftovers()
+    refused = any(refusal(rec.line) for rec in kaldi.recordings.values())
+    return write_split(
+        entries, problems, Path(out_dir), config, data, [CONVERT_ALL] if refused else []
+    )
+
+
+DATASET = Dataset(
+    name="kaldi",
+    summary="your own recordings in a Kaldi data dir: wav.scp, text, [segments], [utt2spk]",
+    prepare=prepare_kaldi,
+    options=(
+        Option(
+            "audio_root",
+            "the folder relative wav.scp paths start from (default: the recipe folder two "
+            "levels above DATA_DIR, then DATA_DIR, then the current folder)",
+            metavar="DIR",
+        ),
+        *SPLIT_OPTIONS,
+    ),
+    source_help="the Kaldi data directory (wav.scp, text, optional segments, utt2spk)",
+)
