@@ -49,20 +49,63 @@ def to_mono_resampled(
 
 
 def load_audio(
-    path: str | Path, sample_rate: int, max_seconds: float = MAX_SECONDS
+    path: str | Path,
+    sample_rate: int,
+    max_seconds: float = MAX_SECONDS,
+    offset: float = 0.0,
+    duration: float | None = None,
 ) -> torch.Tensor:
     """Read any file libsndfile reads (wav, flac, ogg, mp3, NIST SPHERE) -> (S,) mono float32.
 
-    Raises AudioError naming the file when it is missing, unreadable, empty, non-finite or too long.
+    With `offset` / `duration` (seconds), only that segment of the file (the NeMo manifest
+    convention): a segment may end up to `SEGMENT_SLACK` seconds past the file's end (the
+    frames that are there are read); one that starts past the end, or ends further past it, is
+    an error. Raises AudioError naming the file when it is missing, unreadable, empty,
+    non-finite or too long.
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            start, frames = _segment_frames(path, f.frames, rate, offset, duration)
+            if start:
+                f.seek(start)
+            samples = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if isinstance(err, AudioError):
+            raise
         raise AudioError(f"{path}: cannot read audio ({err})") from None
     return to_mono_resampled(samples, rate, sample_rate, str(path), max_seconds)
+
+
+# Segment times (Kaldi `segments`, lhotse supervisions) are often rounded: a segment may end
+# this many seconds past the end of its file.
+SEGMENT_SLACK = 0.1
+
+
+def _segment_end(path: Path, length: float, offset: float, duration: float | None) -> float:
+    """End (seconds) of the segment in a file of `length` seconds; AudioError if it does not fit."""
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise AudioError(f"{path}: bad segment (offset {offset:g} s, duration {duration} s)")
+    end = length if duration is None else offset + duration
+    if offset >= length or end > length + SEGMENT_SLACK:
+        raise AudioError(
+            f"{path}: segment {offset:g}-{end:g} s lies past the end of the audio ({length:.3f} s)"
+        )
+    return min(end, length)
+
+
+def _segment_frames(
+    path: Path, total: int, rate: int, offset: float, duration: float | None
+) -> tuple[int, int]:
+    """(first frame, frame count, -1 = to the end) of a segment of a `total`-frame file."""
+    if offset == 0 and duration is None:
+        return 0, -1
+    end = _segment_end(path, total / rate, offset, duration)
+    start = round(offset * rate)
+    return start, max(1, round(end * rate) - start)
 
 
 def audio_duration(path: str | Path) -> float:
@@ -74,3 +117,14 @@ def audio_duration(path: str | Path) -> float:
     if info.frames <= 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     return info.frames / info.samplerate
+
+
+def segment_duration(path: str | Path, offset: float = 0.0, duration: float | None = None) -> float:
+    """Seconds of audio `load_audio(path, ..., offset=, duration=)` reads, from the header alone.
+
+    AudioError when the header cannot be read or the segment does not fit in the file.
+    """
+    length = audio_duration(path)
+    if offset == 0 and duration is None:
+        return length
+    return _segment_end(Path(path), length, offset, duration) - offset

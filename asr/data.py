@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from asr.audio import load_audio
+from asr.audio import audio_duration, load_audio, segment_duration
 from asr.augment import WaveAugmentConfig, augment_waveform
 from asr.files import atomic_write_text
 from asr.text import CharTokenizer
@@ -27,10 +27,40 @@ class Utterance:
     audio_filepath: str  # absolute path (relative paths in the file are resolved against it)
     duration: float  # seconds
     text: str
+    # start (seconds) of a segment of a longer file, which then spans `duration` seconds from
+    # here (NeMo's `offset` field); None = the whole file
+    offset: float | None = None
+
+    @property
+    def key(self) -> str:
+        """A name unique to the utterance: the path, plus the time span for a segment.
+
+        >>> Utterance("a/b.wav", 2.5, "hi", offset=61.25).key
+        'a/b.wav@61.25-63.75'
+        """
+        if self.offset is None:
+            return self.audio_filepath
+        return f"{self.audio_filepath}@{self.offset:g}-{self.offset + self.duration:g}"
+
+    def header_duration(self) -> float:
+        """Seconds of audio per the file's header (the segment's, for a segment); AudioError
+        when the header cannot be read or the segment does not fit in the file."""
+        if self.offset is None:
+            return audio_duration(self.audio_filepath)
+        return segment_duration(self.audio_filepath, self.offset, self.duration)
+
+    def load(self, sample_rate: int) -> torch.Tensor:
+        """The utterance's audio (S,) at `sample_rate`; AudioError naming the file."""
+        if self.offset is None:
+            return load_audio(self.audio_filepath, sample_rate)
+        return load_audio(
+            self.audio_filepath, sample_rate, offset=self.offset, duration=self.duration
+        )
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
-    """Read a NeMo-style manifest: one JSON object per line with audio_filepath, duration, text."""
+    """Read a NeMo-style manifest: one JSON object per line with audio_filepath, duration, text
+    and, for a segment of a longer file, offset."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest")
@@ -43,10 +73,12 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             try:
                 obj = json.loads(line)
                 audio = Path(obj["audio_filepath"])
+                offset = obj.get("offset")
                 utt = Utterance(
                     str(audio if audio.is_absolute() else folder / audio),
                     float(obj["duration"]),
                     str(obj["text"]),
+                    None if offset is None else float(offset),
                 )
             except json.JSONDecodeError as err:
                 raise ManifestError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
@@ -70,6 +102,8 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance], relative: bool =
         if relative and audio.is_absolute() and audio.is_relative_to(folder):
             audio = audio.relative_to(folder)
         row = {"audio_filepath": str(audio), "duration": round(u.duration, 4), "text": u.text}
+        if u.offset is not None:
+            row["offset"] = round(u.offset, 4)
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
     atomic_write_text(path, "".join(lines))
 
@@ -101,7 +135,7 @@ class SpeechDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utts[index]
-        wav = load_audio(utt.audio_filepath, self.sample_rate)
+        wav = utt.load(self.sample_rate)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             wav = augment_waveform(wav, self.sample_rate, self.augment, rng)

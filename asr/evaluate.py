@@ -26,9 +26,9 @@ def evaluate_utterances(
 ) -> Evaluation:
     """WER/CER over `utts`; unreadable files are listed in `failures`, not scored."""
     start = time.perf_counter()
-    refs = {u.audio_filepath: normalize_text(u.text) for u in utts}
+    refs = {u.key: normalize_text(u.text) for u in utts}
     scores, failures = [], []
-    results = transcriber.transcribe_files([u.audio_filepath for u in utts])
+    results = transcriber.transcribe_files(utts)
     for r in progress_bar(
         results, total=len(utts), desc="evaluate", disable=not progress, leave=False
     ):

@@ -6,14 +6,14 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
-from asr.audio import AudioError, audio_duration
+from asr.audio import AudioError
 from asr.checkpoint import average_weights, load_checkpoint, save_checkpoint
 from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from asr.data import (
@@ -68,7 +68,7 @@ def load_normalised(manifest: str, role: str) -> list[Utterance]:
     if not manifest:
         raise ValueError(f"data.{role}_manifest is not set")
     utts = [u for path in manifest.split(",") for u in read_manifest(path)]
-    return [Utterance(u.audio_filepath, u.duration, normalize_text(u.text)) for u in utts]
+    return [replace(u, text=normalize_text(u.text)) for u in utts]
 
 
 def check_audio(utts: list[Utterance], manifest: str) -> None:
@@ -76,7 +76,7 @@ def check_audio(utts: list[Utterance], manifest: str) -> None:
     problems = []
     for u in utts:
         try:
-            audio_duration(u.audio_filepath)
+            u.header_duration()
         except AudioError as err:
             problems.append(f"{manifest}: {err}")
     if problems:

@@ -18,7 +18,7 @@ from asr.align import WordTiming, word_timings
 from asr.audio import AudioError, audio_duration, load_audio, to_mono_resampled
 from asr.beam import BeamSearchDecoder
 from asr.checkpoint import load_checkpoint, recogniser_from_state
-from asr.data import BucketBatchSampler, collate
+from asr.data import BucketBatchSampler, Utterance, collate
 from asr.decode import ctc_greedy_decode
 from asr.decoders import make_decoder, resolve_lm, tuned_settings
 from asr.device import autocast, pick_device, resolve_precision
@@ -45,19 +45,33 @@ class FileResult:
     nbest: list[tuple[str, float]] | None = None
 
 
-class _Files(Dataset):
-    """Loads each file; an unreadable one yields its error instead of raising."""
+# What the batch methods take: a whole file's path, or a manifest's utterance (a segment of a
+# longer file when its `offset` is set).
+AudioSource = str | Path | Utterance
 
-    def __init__(self, paths: Sequence[str], sample_rate: int):
-        self.paths = paths
+
+def source_name(source: AudioSource) -> str:
+    """The name results carry: the path, or the utterance's key (path + span for a segment)."""
+    return source.key if isinstance(source, Utterance) else str(source)
+
+
+class _Files(Dataset):
+    """Loads each source; an unreadable one yields its error instead of raising."""
+
+    def __init__(self, sources: Sequence[AudioSource], sample_rate: int):
+        self.sources = sources
         self.sample_rate = sample_rate
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.sources)
 
     def __getitem__(self, i: int) -> dict:
+        source = self.sources[i]
         try:
-            wav = load_audio(self.paths[i], self.sample_rate)
+            if isinstance(source, Utterance):
+                wav = source.load(self.sample_rate)
+            else:
+                wav = load_audio(source, self.sample_rate)
             return {"wav": wav, "tokens": torch.zeros(0, dtype=torch.long), "index": i}
         except AudioError as err:
             return {"error": str(err), "index": i}
@@ -203,12 +217,11 @@ class Transcriber:
         return self.decode_batch(wav[None], torch.tensor([len(wav)]))[0]
 
     def transcribe_files(
-        self, paths: Sequence[str | Path], timestamps: bool = False
+        self, paths: Sequence[AudioSource], timestamps: bool = False
     ) -> Iterator[FileResult]:
-        """Transcribe many files in length-sorted batches; bad files give a FileResult with error.
-
-        Results come in batch order, not input order.
-        """
+        """Transcribe many files (or utterances) in length-sorted batches; bad ones give a
+        FileResult with the error. Results come in batch order, not input order; their `path`
+        is `source_name` of the source."""
         for item in self.log_probs_files(paths):
             if isinstance(item, FileResult):
                 yield item
@@ -222,26 +235,28 @@ class Transcriber:
                     yield FileResult(path, rec.text, words=rec.words, nbest=rec.nbest)
 
     def log_probs_files(
-        self, paths: Sequence[str | Path]
+        self, sources: Sequence[AudioSource]
     ) -> Iterator[FileResult | tuple[list[str], torch.Tensor, torch.Tensor]]:
-        """Run the model over files in length-sorted batches.
+        """Run the model over files or utterances in length-sorted batches.
 
-        Yields (paths, CPU log-probs (B, T', V), lengths (B,)) per batch, and a FileResult with
-        the error for each file that cannot be read.
+        Yields (names, CPU log-probs (B, T', V), lengths (B,)) per batch, and a FileResult with
+        the error for each source that cannot be read; names are `source_name`s.
         """
-        paths = [str(p) for p in paths]
-        durations = {}
-        for p in paths:
+        good, durations = [], []
+        for source in sources:
+            if not isinstance(source, Utterance):
+                source = str(source)
             try:
-                durations[p] = audio_duration(p)
+                if isinstance(source, Utterance):
+                    durations.append(source.header_duration())
+                else:
+                    durations.append(audio_duration(source))
+                good.append(source)
             except AudioError as err:
-                yield FileResult(p, None, str(err))
-        good = [p for p in paths if p in durations]
+                yield FileResult(source_name(source), None, str(err))
         if not good:
             return
-        sampler = BucketBatchSampler(
-            [durations[p] for p in good], self.batch_seconds, shuffle=False
-        )
+        sampler = BucketBatchSampler(durations, self.batch_seconds, shuffle=False)
         loader = DataLoader(
             _Files(good, self.sample_rate),
             batch_sampler=sampler,
@@ -252,10 +267,11 @@ class Transcriber:
         )
         for batch, errors in loader:
             for it in errors:
-                yield FileResult(good[it["index"]], None, it["error"])
+                yield FileResult(source_name(good[it["index"]]), None, it["error"])
             if batch is not None:
                 log_probs, lengths = self.log_probs(batch["wavs"], batch["wav_lens"])
-                yield [good[i] for i in batch["indices"].tolist()], log_probs, lengths
+                names = [source_name(good[i]) for i in batch["indices"].tolist()]
+                yield names, log_probs, lengths
 
 
 def find_audio_files(inputs: Sequence[str | Path]) -> tuple[list[str], list[str]]:

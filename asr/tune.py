@@ -56,9 +56,9 @@ def tune_decoder(
     progress: bool = False,
 ) -> TuneResult:
     """Grid search of (lm_weight, word_score) by dev WER; ties go to the smaller values."""
-    refs = {u.audio_filepath: normalize_text(u.text) for u in utts}
+    refs = {u.key: normalize_text(u.text) for u in utts}
     batches, failures = [], []
-    for item in transcriber.log_probs_files(list(refs)):
+    for item in transcriber.log_probs_files(utts):
         if isinstance(item, FileResult):
             failures.append(item.error)
         else:

@@ -38,7 +38,7 @@ import torch
 
 from asr.beam import BeamConfig, BeamSearchDecoder, read_word_list
 from asr.checkpoint import load_checkpoint
-from asr.data import read_manifest
+from asr.data import Utterance, read_manifest
 from asr.decoders import make_decoder, resolve_lm, tuned_settings
 from asr.metrics import score_corpus, score_utterance
 from asr.text import normalize_text
@@ -68,10 +68,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def model_log_probs(transcriber: Transcriber, paths: list[str]) -> tuple[list[Batch], list[str]]:
-    """The model's log-probs for all files, in batches; and one line per unreadable file."""
+def model_log_probs(
+    transcriber: Transcriber, utts: list[Utterance]
+) -> tuple[list[Batch], list[str]]:
+    """The model's log-probs for all utterances, in batches; and one line per unreadable one."""
     batches, failures = [], []
-    for item in transcriber.log_probs_files(paths):
+    for item in transcriber.log_probs_files(utts):
         if isinstance(item, FileResult):
             failures.append(item.error)
         else:
@@ -287,10 +289,10 @@ def main() -> None:
     if choice.lexicon is None:
         sys.exit(f"{args.lm}: no lexicon: this benchmark compares word-LM decoding (--lexicon)")
     utts = read_manifest(args.manifest)[: args.limit]
-    refs = {u.audio_filepath: normalize_text(u.text) for u in utts}
-    durations = {u.audio_filepath: u.duration for u in utts}
+    refs = {u.key: normalize_text(u.text) for u in utts}
+    durations = {u.key: u.duration for u in utts}
 
-    batches, failures = model_log_probs(transcriber, list(refs))
+    batches, failures = model_log_probs(transcriber, utts)
     for line in failures:
         print(f"unreadable, left out: {line}", file=sys.stderr)
     if not batches:

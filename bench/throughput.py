@@ -17,6 +17,7 @@ import argparse
 import json
 import random
 import time
+from dataclasses import replace
 
 import torch
 
@@ -48,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     utts = read_manifest(args.manifest)
-    utts = [u.__class__(u.audio_filepath, u.duration, normalize_text(u.text)) for u in utts]
+    utts = [replace(u, text=normalize_text(u.text)) for u in utts]
     durations = [u.duration for u in utts]
     sampler = BucketBatchSampler(durations, cfg.data.batch_seconds, seed=0)
     buckets = sampler.batches()

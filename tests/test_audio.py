@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from asr.audio import AudioError, load_audio, to_mono_resampled
+from asr.audio import (
+    SEGMENT_SLACK,
+    AudioError,
+    load_audio,
+    segment_duration,
+    to_mono_resampled,
+)
 
 
 def sine(freq: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
@@ -114,3 +122,43 @@ def test_too_long_is_named(tmp_path):
         load_audio(path, 16000, max_seconds=1.0)
     assert str(path) in str(err.value)
     assert load_audio(path, 16000, max_seconds=5.0).shape == (48000,)
+
+
+def test_segment_reads_exactly_its_span(tmp_path):
+    ramp = (np.arange(16000) / 16000).astype(np.float32)  # sample i holds i / 16000
+    path = tmp_path / "ramp.wav"
+    sf.write(path, ramp, 16000, subtype="FLOAT")
+    wav = load_audio(path, 16000, offset=0.25, duration=0.5)
+    assert wav.shape == (8000,)
+    np.testing.assert_array_equal(wav.numpy(), ramp[4000:12000])
+    assert segment_duration(path, 0.25, 0.5) == pytest.approx(0.5)
+    # to the end of the file when no duration is given
+    np.testing.assert_array_equal(load_audio(path, 16000, offset=0.75).numpy(), ramp[12000:])
+
+
+def test_segment_may_end_slightly_past_the_file(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, sine(440, 16000, 1.0), 16000)
+    # rounded segment times: up to SEGMENT_SLACK past the end reads what is there
+    assert load_audio(path, 16000, offset=0.5, duration=0.5 + SEGMENT_SLACK / 2).shape == (8000,)
+    assert segment_duration(path, 0.5, 0.5 + SEGMENT_SLACK / 2) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("offset", "duration", "cause"),
+    [
+        (1.5, 0.2, "segment 1.5-1.7 s lies past the end of the audio (1.000 s)"),
+        (0.5, 1.0, "segment 0.5-1.5 s lies past the end of the audio (1.000 s)"),
+        (-0.1, 0.2, "bad segment"),
+        (0.1, 0.0, "bad segment"),
+    ],
+)
+def test_segment_outside_the_file_is_named(tmp_path, offset, duration, cause):
+    path = tmp_path / "a.wav"
+    sf.write(path, sine(440, 16000, 1.0), 16000)
+    for read in (
+        lambda: load_audio(path, 16000, offset=offset, duration=duration),
+        lambda: segment_duration(path, offset, duration),
+    ):
+        with pytest.raises(AudioError, match=re.escape(f"{path}: ") + re.escape(cause)):
+            read()

@@ -232,3 +232,25 @@ def test_speech_dataset_loads_and_encodes(tmp_path):
     assert got["index"] == 0
     assert got["wav"].shape == (16000,)
     assert got["tokens"].tolist() == tok.encode("ab a") == [2, 3, 1, 2]
+
+
+def test_segments_round_trip_and_load_their_span(tmp_path):
+    ramp = (np.arange(32000) / 32000).astype(np.float32)
+    sf.write(tmp_path / "long.wav", ramp, 16000, subtype="FLOAT")
+    utts = [
+        Utterance(str(tmp_path / "long.wav"), 0.5, "a", offset=0.25),
+        Utterance(str(tmp_path / "long.wav"), 2.0, "b"),
+    ]
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, utts)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert rows[0] == {"audio_filepath": "long.wav", "duration": 0.5, "text": "a", "offset": 0.25}
+    assert "offset" not in rows[1]  # a whole file has none (NeMo's convention)
+    back = read_manifest(manifest)
+    assert back == utts
+    assert back[0].key == f"{tmp_path / 'long.wav'}@0.25-0.75"
+    assert back[1].key == str(tmp_path / "long.wav")
+    dataset = SpeechDataset(back, CharTokenizer(["a", "b"]), 16000)
+    np.testing.assert_array_equal(dataset[0]["wav"].numpy(), ramp[4000:12000])
+    assert len(dataset[1]["wav"]) == 32000
+    assert [u.header_duration() for u in back] == [pytest.approx(0.5), pytest.approx(2.0)]
