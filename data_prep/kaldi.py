@@ -17,8 +17,8 @@ Reads the files Kaldi's data preparation writes (kaldi-asr.org/doc/data_prep.htm
 Relative paths in wav.scp are Kaldi's: relative to the recipe folder the scripts ran in
 (`s5/` of `s5/data/train`, two levels above DATA_DIR); DATA_DIR itself and the current folder
 are tried next, or `--audio-root DIR` says where. Durations come from the audio headers, and a
-segment must lie within its file (a segment ending up to MAX_OVERSHOOT seconds past the end
-is cut at the end, as Kaldi's extract-segments does by default).
+segment must lie within its file: one ending up to `asr.audio.SEGMENT_SLACK` seconds past the
+end (rounded times) is cut at the end, as Kaldi's extract-segments cuts (up to 0.5 s there).
 
 A wav.scp entry that is a command (`sph2pipe -f wav a.sph |`) or a byte offset into an archive
 (`feats.ark:1234`) is refused with the command that writes it as a real file (Kaldi's
@@ -33,12 +33,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr.audio import AudioError, audio_duration
+from asr.audio import SEGMENT_SLACK, AudioError, audio_duration
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
 from data_prep.split import SPLIT_OPTIONS, Entry, ImporterError, SplitConfig, write_split
 
-MAX_OVERSHOOT = 0.5  # seconds a segment may end past its file (extract-segments' default)
 # An "extended filename" with a byte offset into an archive: foo.ark:1234, foo.ark:1234[0:99]
 _ARCHIVE_OFFSET = re.compile(r":\d+(\[[^\]]*\])?$")
 CONVERT_ALL = (
@@ -200,7 +199,7 @@ def segment_within(line: Line, seg: Segment, duration: float) -> tuple[float, st
     """The segment's end (-1 and a small overshoot made the file's end), or the problem of a
     segment outside its file."""
     end = duration if seg.end == -1 else seg.end
-    if seg.start >= duration or end > duration + MAX_OVERSHOOT:
+    if seg.start >= duration or end > duration + SEGMENT_SLACK:
         return end, (
             f"{line.where}: utterance {line.key}: {seg.start}-{end} s lies outside recording "
             f"{seg.recording} ({duration:.3f} s)"

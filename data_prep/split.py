@@ -7,7 +7,8 @@ list of problems, one line each naming the file and line; `write_split` does the
 - split by speaker when every entry has one (a speaker's utterances all land in one set, so
   dev and test measure speakers never heard in training), by utterance otherwise;
 - `--dev-fraction` / `--test-fraction` are fractions of the speakers (or utterances), rounded,
-  at least one when above zero; a fraction of 0 writes no manifest for that set;
+  at least one when above zero; a fraction of 0 writes no manifest for that set (and removes
+  one an earlier run left in --out-dir);
 - the groups are shuffled with `--seed` (after sorting, so the split does not depend on the
   order of the input), and each manifest keeps the input order;
 - the good entries are written even when some were bad; the bad ones are then reported all
@@ -80,9 +81,21 @@ def fraction(text: str) -> float:
 
 # The options every importer takes, after its own.
 SPLIT_OPTIONS = (
-    Option("dev_fraction", "share of the speakers (or utterances) for dev", 0.1, fraction),
-    Option("test_fraction", "share of the speakers (or utterances) for test", 0.1, fraction),
-    Option("seed", "seed of the random split", default=0, type=int),
+    Option(
+        "dev_fraction",
+        "share of the speakers (or utterances) held out for dev (default 0.1; 0: none)",
+        default=0.1,
+        type=fraction,
+        metavar="F",
+    ),
+    Option(
+        "test_fraction",
+        "share of the speakers (or utterances) held out for test (default 0.1; 0: none)",
+        default=0.1,
+        type=fraction,
+        metavar="F",
+    ),
+    Option("seed", "seed of the random split (default 0)", default=0, type=int, metavar="N"),
 )
 
 
@@ -147,7 +160,7 @@ def write_split(
     notes: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Split the good entries and write `out_dir/{train,dev,test}.jsonl` (a set with fraction
-    0 is not written); returns {set: path}.
+    0 is not written, and an earlier run's file of that name removed); returns {set: path}.
 
     Then, when some entries were bad, SkippedEntries listing them all (the manifests hold the
     good ones), and the `notes` (how to fix them) after them. ImporterError, writing nothing,
@@ -162,10 +175,12 @@ def write_split(
         raise ImporterError(_report(f"{source}: {err}", tail)) from None
     manifests = {}
     for name in SPLITS:
+        path = Path(out_dir) / f"{name}.jsonl"
         if name != "train" and not parts[name]:
-            continue  # its fraction was 0
-        manifests[name] = Path(out_dir) / f"{name}.jsonl"
-        write_manifest(manifests[name], [e.utterance for e in parts[name]])
+            path.unlink(missing_ok=True)  # its fraction was 0: no stale set of an earlier run
+            continue
+        manifests[name] = path
+        write_manifest(path, [e.utterance for e in parts[name]])
     if problems:
         counts = ", ".join(f"{len(parts[n])} {n}" for n in manifests)
         summary = (
