@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from asr.text import CharTokenizer, normalize_text
+from asr.tokenizers import PhoneTokenizer, Tokenizer
 
 SEPARATOR = "|"  # flashlight's name for our space token (the word separator)
 BLANK_NAME = "<blank>"
@@ -66,19 +67,28 @@ def read_word_list(path: str | Path) -> list[str]:
     return sorted(words)
 
 
-def write_lexicon(words: Sequence[str], tokenizer: CharTokenizer, path: Path) -> list[str]:
-    """Write flashlight's lexicon (word, its characters, the separator); returns the words
-    left out: those with a character the model cannot output, or a space.
+def write_lexicon(words: Sequence[str], tokenizer: Tokenizer, path: Path) -> list[str]:
+    """Write flashlight's lexicon (word, its spelling in the model's units); returns the words
+    left out: those the units cannot spell, or with a space.
 
-    A spelling ends with the separator: flashlight completes a word when it reads one (without
-    it, words run together: "seven" + "one" from the frames of "seven").
+    With character units a spelling ends with the separator (the space unit): flashlight
+    completes a word when it reads one (without it, words run together: "seven" + "one" from
+    the frames of "seven"). BPE pieces mark a word's start themselves, so a word is spelt both
+    without and with a final separator, which the decoder reads at blank frames: flashlight's
+    CTC search cannot repeat a word's last unit over frames once the word is complete, and the
+    second spelling lets those repeats come before the separator completes it.
     """
+    chars = isinstance(tokenizer, CharTokenizer)
     kept, dropped = [], []
     for word in words:
-        if " " in word or tokenizer.unknown_chars(word):
+        spelling = None if " " in word else tokenizer.spell(word)
+        if spelling is None:
             dropped.append(word)
+        elif chars:
+            kept.append(f"{word}\t{' '.join(spelling)} {SEPARATOR}")
         else:
-            kept.append(f"{word}\t{' '.join(word)} {SEPARATOR}")
+            kept.append(f"{word}\t{' '.join(spelling)}")
+            kept.append(f"{word}\t{' '.join(spelling)} {SEPARATOR}")
     if not kept:
         raise DecoderError(f"{path}: none of the lexicon's words can be spelt by the model")
     path.write_text("\n".join(kept) + "\n", encoding="utf-8")
@@ -103,7 +113,7 @@ class BeamSearchDecoder:
 
     def __init__(
         self,
-        tokenizer: CharTokenizer,
+        tokenizer: Tokenizer,
         cfg: BeamConfig,
         words: Sequence[str] | None = None,
         lm: str | Path | None = None,
@@ -115,15 +125,30 @@ class BeamSearchDecoder:
                 "beam search needs a lexicon or a language model: without either, the "
                 "lexicon-free search returns the greedy answer (use greedy decoding)"
             )
+        if words is not None and isinstance(tokenizer, PhoneTokenizer):
+            # Every phone is a "word" spelt by one unit, and flashlight's lexicon search cannot
+            # repeat a one-unit word's unit over frames: decode lexicon-free over the units.
+            raise DecoderError(
+                "a phone model's units are its words: decode with a phone n-gram LM alone "
+                "(an LM built on the phone transcripts), without a lexicon"
+            )
         if lm is not None and not Path(lm).is_file():
             raise DecoderError(f"{lm}: no such language model file")
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.lexicon_free = words is None
+        # Lexicon spellings end with the separator (BPE: one of a word's two spellings), which
+        # our models emit only between words: decode() then appends a separator frame to
+        # complete the last word. BPE models have no separator unit: it takes the blank's score.
+        self._ends_with_separator = not self.lexicon_free
+        self._separator_from_blank = not self.lexicon_free and not isinstance(
+            tokenizer, CharTokenizer
+        )
         self.dropped_words: list[str] = []
         names = [BLANK_NAME, *(SEPARATOR if t == " " else t for t in tokenizer.tokens[1:])]
-        # A model trained on single words has no space token; flashlight still needs a separator:
-        # an extra token the model never emits (only in the frame `_append_separator` adds).
+        # A model trained on single words, and BPE and phone models, have no space unit;
+        # flashlight still needs a separator: an extra token the model never emits (only in the
+        # frame `_append_separator` adds, for characters).
         self._extra_separator = " " not in tokenizer.tokens
         if self._extra_separator:
             names.append(SEPARATOR)
@@ -164,11 +189,13 @@ class BeamSearchDecoder:
         """(B, T, V) log-probs and (B,) lengths -> per utterance, the n best hypotheses."""
         emissions = log_probs.detach().float().cpu()
         lengths = lengths.cpu().to(torch.int32)
-        if self._extra_separator:  # (B, T, V) -> (B, T, V + 1): the separator is never emitted
-            emissions = torch.cat(
-                [emissions, emissions.new_full((*emissions.shape[:2], 1), -1e4)], -1
-            )
-        if not self.lexicon_free:
+        if self._extra_separator:  # (B, T, V) -> (B, T, V + 1)
+            if self._separator_from_blank:  # read at blank frames
+                separator = emissions[:, :, :1]
+            else:  # never emitted
+                separator = emissions.new_full((*emissions.shape[:2], 1), -1e4)
+            emissions = torch.cat([emissions, separator], -1)
+        if self._ends_with_separator:
             emissions, lengths = self._append_separator(emissions, lengths)
         results = self._decoder(emissions.contiguous(), lengths)
         return [self._distinct([self._hypothesis(h) for h in hyps]) for hyps in results]

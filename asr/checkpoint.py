@@ -15,7 +15,7 @@ import torch
 
 from asr.features import FeatureConfig
 from asr.model import ModelConfig, Recogniser
-from asr.text import CharTokenizer
+from asr.tokenizers import Tokenizer, tokenizer_from_state
 
 VERSION = 1
 
@@ -72,10 +72,10 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     return mean
 
 
-def recogniser_from_state(state: dict) -> tuple[Recogniser, CharTokenizer]:
+def recogniser_from_state(state: dict) -> tuple[Recogniser, Tokenizer]:
     """Rebuild the recogniser (weights loaded, eval mode) and tokenizer from a checkpoint dict."""
     cfg = state["config"]
     model = Recogniser(FeatureConfig(**cfg["features"]), ModelConfig(**cfg["model"]))
     model.load_state_dict(state["model"])
     model.eval()
-    return model, CharTokenizer.from_state_dict(state["tokenizer"])
+    return model, tokenizer_from_state(state["tokenizer"])

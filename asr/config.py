@@ -28,6 +28,10 @@ class DataConfig:
     batch_seconds: float = 120.0  # padded audio seconds per batch (the batch size)
     num_workers: int = 2  # DataLoader worker processes
     cmvn_max_utts: int = 2000  # CMVN statistics from at most this many training utterances
+    # output units (asr/tokenizers.py): char, phone (space-separated tokens of the text) or bpe
+    units: str = "char"
+    bpe_vocab_size: int = 500  # pieces of the SentencePiece BPE model trained on the training text
+    bpe_model: str = ""  # a trained SentencePiece .model file instead (units=bpe)
 
 
 @dataclass

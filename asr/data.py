@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Sampler
 from asr.audio import audio_duration, load_audio, segment_duration
 from asr.augment import WaveAugmentConfig, augment_waveform
 from asr.files import atomic_write_text
-from asr.text import CharTokenizer
+from asr.tokenizers import Tokenizer
 
 
 class ManifestError(ValueError):
@@ -118,7 +118,7 @@ class SpeechDataset(Dataset):
     def __init__(
         self,
         utts: Sequence[Utterance],
-        tokenizer: CharTokenizer | None,
+        tokenizer: Tokenizer | None,
         sample_rate: int,
         augment: WaveAugmentConfig | None = None,
         seed: int = 0,

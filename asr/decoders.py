@@ -15,7 +15,7 @@ from pathlib import Path
 from asr.beam import BeamConfig, BeamSearchDecoder, DecoderError, read_word_list
 from asr.files import file_sha256
 from asr.lm import LM_JSON, load_lm_files
-from asr.text import CharTokenizer
+from asr.tokenizers import PhoneTokenizer, Tokenizer
 
 
 @dataclass
@@ -55,8 +55,19 @@ def tuned_settings(checkpoint_state: dict) -> dict | None:
     return tuned if isinstance(tuned, dict) else None
 
 
+def decoder_words(tokenizer: Tokenizer, choice: LMChoice) -> list[str] | None:
+    """The lexicon's words the decoder is given, or None for lexicon-free decoding.
+
+    A phone model's units are its words: with an LM (of phone transcripts) it decodes
+    lexicon-free, whatever lexicon an LM folder holds.
+    """
+    if choice.lexicon is None or (isinstance(tokenizer, PhoneTokenizer) and choice.lm is not None):
+        return None
+    return read_word_list(choice.lexicon)
+
+
 def make_decoder(
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     choice: LMChoice,
     tuned: dict | None,
     beam_size: int | None = None,
@@ -68,6 +79,7 @@ def make_decoder(
 
     Values: given here > tuned for this LM (same sha256) > BeamConfig's defaults (with a note).
 
+    >>> from asr.text import CharTokenizer
     >>> make_decoder(CharTokenizer("ab"), LMChoice(None, None, None), tuned=None)
     (None, [])
     """
@@ -92,7 +104,7 @@ def make_decoder(
         cfg.lm_weight = lm_weight
     if word_score is not None:
         cfg.word_score = word_score
-    words = read_word_list(choice.lexicon) if choice.lexicon is not None else None
+    words = decoder_words(tokenizer, choice)
     decoder = BeamSearchDecoder(tokenizer, cfg, words=words, lm=choice.lm)
     if decoder.dropped_words:
         notes.append(

@@ -65,6 +65,14 @@ class CharTokenizer:
     def unknown_chars(self, text: str) -> set[str]:
         return {c for c in text if c not in self._ids}
 
+    def unknown(self, text: str) -> set[str]:
+        """What of `text` the vocabulary lacks (the same for every tokenizer; asr.tokenizers)."""
+        return self.unknown_chars(text)
+
+    def spell(self, word: str) -> list[str] | None:
+        """The word's characters, or None when one is not in the vocabulary."""
+        return None if self.unknown_chars(word) else list(word)
+
     def encode(self, text: str) -> list[int]:
         """Text -> ids; TokenizerError lists the characters outside the vocabulary."""
         unknown = self.unknown_chars(text)

@@ -30,7 +30,8 @@ from asr.files import atomic_write_text
 from asr.metrics import write_report
 from asr.model import Recogniser
 from asr.progress import progress_bar
-from asr.text import CharTokenizer, normalize_text
+from asr.text import normalize_text
+from asr.tokenizers import build_tokenizer, tokenizer_from_state
 from asr.transcribe import Transcriber
 
 
@@ -135,7 +136,12 @@ class Trainer:
         self.train_utts = load_normalised(cfg.data.train_manifest, "train")
         self.dev_utts = load_normalised(cfg.data.dev_manifest, "dev")
         check_audio(self.train_utts, cfg.data.train_manifest)
-        self.tokenizer = CharTokenizer.from_texts(u.text for u in self.train_utts)
+        self.tokenizer = build_tokenizer(
+            cfg.data.units,
+            (u.text for u in self.train_utts),
+            cfg.data.bpe_vocab_size,
+            cfg.data.bpe_model,
+        )
         self._report_dev_oov()
         cfg.model.n_mels = cfg.features.n_mels
         cfg.model.vocab_size = self.tokenizer.vocab_size
@@ -171,11 +177,11 @@ class Trainer:
     def _report_dev_oov(self) -> None:
         unknown: set[str] = set()
         for u in self.dev_utts:
-            unknown |= self.tokenizer.unknown_chars(u.text)
+            unknown |= self.tokenizer.unknown(u.text)
         if unknown:
             print(
-                f"warning: {self.cfg.data.dev_manifest}: characters not in the training text, "
-                f"never recognised: {''.join(sorted(unknown))!r}"
+                f"warning: {self.cfg.data.dev_manifest}: {self.cfg.data.units} units not in the "
+                f"training text, never recognised: {' '.join(sorted(unknown))!r}"
             )
 
     # ---- state -------------------------------------------------------------------------
@@ -195,8 +201,10 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["tokenizer"] != self.tokenizer.state_dict():
+        saved = tokenizer_from_state(state["tokenizer"])
+        if type(saved) is not type(self.tokenizer) or saved.tokens != self.tokenizer.tokens:
             raise ValueError("the training text gives a different vocabulary than the checkpoint's")
+        self.tokenizer = saved  # (a BPE model retrained on resume may differ in its bytes)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

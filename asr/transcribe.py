@@ -24,6 +24,7 @@ from asr.decoders import make_decoder, resolve_lm, tuned_settings
 from asr.device import autocast, pick_device, resolve_precision
 from asr.model import Recogniser
 from asr.text import CharTokenizer
+from asr.tokenizers import Tokenizer
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph", ".opus", ".aiff", ".aif", ".au"}
 
@@ -92,7 +93,7 @@ class Transcriber:
     def __init__(
         self,
         model: Recogniser,
-        tokenizer: CharTokenizer,
+        tokenizer: Tokenizer,
         device: torch.device | str = "cpu",
         precision: str = "auto",
         batch_seconds: float = 200.0,
@@ -178,7 +179,10 @@ class Transcriber:
                 else Recognition("", nbest=[])
                 for hyps in self.decoder.decode(log_probs, lengths)
             ]
-        if timestamps:
+        if timestamps and not isinstance(self.tokenizer, CharTokenizer):
+            for rec in out:
+                rec.error = "word timestamps need a model with character units (data.units=char)"
+        elif timestamps:
             space = self.tokenizer.tokens.index(" ") if " " in self.tokenizer.tokens else -1
             for b, rec in enumerate(out):
                 try:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from asr.beam import BeamConfig, BeamSearchDecoder, read_word_list
+from asr.beam import BeamConfig, BeamSearchDecoder
 from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.data import Utterance
-from asr.decoders import LMChoice
+from asr.decoders import LMChoice, decoder_words
 from asr.metrics import score_corpus, score_utterance
 from asr.progress import progress_bar
 from asr.text import normalize_text
@@ -79,7 +79,7 @@ def tune_decoder(
         return score_corpus(scores).wer
 
     greedy = wer_of(None)
-    words = read_word_list(choice.lexicon) if choice.lexicon is not None else None
+    words = decoder_words(transcriber.tokenizer, choice)
     grid = []
     pairs = [(w, s) for w in lm_weights for s in word_scores]
     for w, s in progress_bar(pairs, desc="tune", disable=not progress, leave=False):
