@@ -1,9 +1,10 @@
-"""Files: atomic writes, sha256, resumable checksummed downloads, archives unpacked safely.
+"""Files: atomic writes, checksums, resumable checksummed downloads, archives unpacked safely.
 
 `atomic_write_text` writes through a temporary file and a rename, so readers never see half.
 
 `download_file` fetches into `<dest>.part`, resumes a partial file with an HTTP Range request,
-checks size and sha256, and only then renames to `dest`, so `dest` existing means complete.
+checks size and sha256 (and/or md5, where a publisher lists only that, as OpenSLR does), and
+only then renames to `dest`, so `dest` existing means complete.
 `extract_archive` refuses members that would land outside the destination and records a
 completed extraction with a marker file, so an interrupted one is redone and a finished one is
 not.
@@ -65,17 +66,35 @@ class DownloadError(ValueError):
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    return file_digests(path, ("sha256",))["sha256"]
+
+
+def file_digests(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """{algorithm: hex digest} of the file, every algorithm (hashlib names) in one read."""
+    digests = {name: hashlib.new(name) for name in algorithms}
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+            for digest in digests.values():
+                digest.update(chunk)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
-def _is_complete(path: Path, sha256: str | None, expected_size: int | None) -> bool:
+def _checksum_mismatch(path: Path, expected: dict[str, str | None]) -> str | None:
+    """The first given checksum the file fails ("md5 mismatch, expected X, got Y"), or None."""
+    wanted = {name: value.lower() for name, value in expected.items() if value is not None}
+    if not wanted:
+        return None
+    actual = file_digests(path, tuple(wanted))
+    for name, value in wanted.items():
+        if actual[name] != value:
+            return f"{name} mismatch, expected {value}, got {actual[name]}"
+    return None
+
+
+def _is_complete(path: Path, checksums: dict[str, str | None], expected_size: int | None) -> bool:
     if expected_size is not None and path.stat().st_size != expected_size:
         return False
-    return sha256 is None or file_sha256(path) == sha256.lower()
+    return _checksum_mismatch(path, checksums) is None
 
 
 def download_file(
@@ -84,18 +103,21 @@ def download_file(
     sha256: str | None = None,
     expected_size: int | None = None,
     retries: int = 3,
+    md5: str | None = None,
 ) -> Path:
     """Download `url` to `dest`, resuming `<dest>.part` if an earlier attempt left one.
 
-    Returns `dest` at once, without touching the network, when it exists and matches the
-    given size and checksum. Raises DownloadError after `retries` failed attempts, at once on
-    a client error such as 404, and on a checksum mismatch (the partial file is then deleted,
-    since resuming it would only give the same bytes).
+    `sha256` and `md5` (either, both or neither) are checked when given. Returns `dest` at
+    once, without touching the network, when it exists and matches the given size and
+    checksums. Raises DownloadError after `retries` failed attempts, at once on a client error
+    such as 404, and on a checksum mismatch (the partial file is then deleted, since resuming
+    it would only give the same bytes).
     """
     if retries < 1:
         raise ValueError(f"retries must be at least 1, got {retries}")
     dest = Path(dest)
-    if dest.is_file() and _is_complete(dest, sha256, expected_size):
+    checksums = {"sha256": sha256, "md5": md5}
+    if dest.is_file() and _is_complete(dest, checksums, expected_size):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_suffix(dest.suffix + ".part")
@@ -118,13 +140,10 @@ def download_file(
     if expected_size is not None and size != expected_size:
         part.unlink()
         raise DownloadError(f"{dest}: got {size} bytes from {url}, expected {expected_size}")
-    if sha256 is not None:
-        actual = file_sha256(part)
-        if actual != sha256.lower():
-            part.unlink()
-            raise DownloadError(
-                f"{dest}: sha256 mismatch, expected {sha256.lower()}, got {actual} (from {url})"
-            )
+    mismatch = _checksum_mismatch(part, checksums)
+    if mismatch is not None:
+        part.unlink()
+        raise DownloadError(f"{dest}: {mismatch} (from {url})")
     os.replace(part, dest)
     return dest
 

@@ -138,6 +138,44 @@ def test_checksum_mismatch_leaves_nothing(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+MD5 = hashlib.md5(PAYLOAD).hexdigest()
+
+
+def test_md5_alone_and_with_sha256(server, tmp_path):
+    state, base = server
+    dest = download_file(f"{base}/data.bin", tmp_path / "a.bin", md5=MD5.upper())
+    assert dest.read_bytes() == PAYLOAD
+    dest = download_file(f"{base}/data.bin", tmp_path / "b.bin", sha256=SHA, md5=MD5)
+    assert dest.read_bytes() == PAYLOAD
+    download_file(f"{base}/data.bin", tmp_path / "b.bin", sha256=SHA, md5=MD5)  # complete
+    assert len(state.requests) == 2
+
+
+@pytest.mark.parametrize("good_sha256", [True, False])
+def test_md5_mismatch_leaves_nothing(server, tmp_path, good_sha256):
+    _, base = server
+    wrong = "f" * 32
+    with pytest.raises(DownloadError) as err:
+        download_file(
+            f"{base}/data.bin",
+            tmp_path / "data.bin",
+            sha256=SHA if good_sha256 else None,
+            md5=wrong,
+        )
+    assert str(err.value) == (
+        f"{tmp_path / 'data.bin'}: md5 mismatch, expected {wrong}, got {MD5} (from {base}/data.bin)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_with_a_wrong_md5_is_downloaded_again(server, tmp_path):
+    state, base = server
+    (tmp_path / "data.bin").write_bytes(PAYLOAD[:-1] + b"x")
+    dest = download_file(f"{base}/data.bin", tmp_path / "data.bin", md5=MD5)
+    assert dest.read_bytes() == PAYLOAD
+    assert state.requests == [("/data.bin", None)]
+
+
 def test_size_mismatch_is_an_error(server, tmp_path):
     _, base = server
     with pytest.raises(DownloadError, match=f"expected {len(PAYLOAD) + 10}$"):
