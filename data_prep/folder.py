@@ -101,7 +101,7 @@ def transcript_file_texts(
     """{audio file: text} from the `NAME<TAB>TEXT` lines of `transcripts`, and the problems
     (malformed or empty lines, names with no file or several, files named twice or never)."""
     try:
-        lines = transcripts.read_text(encoding="utf-8-sig").splitlines()
+        lines = transcripts.read_text(encoding="utf-8-sig").split("\n")  # not at \u2028
     except UnicodeDecodeError:
         raise ImporterError(f"{transcripts}: not UTF-8 text") from None
     except OSError as err:

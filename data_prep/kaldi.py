@@ -67,7 +67,8 @@ def read_kaldi_table(path: Path) -> tuple[dict[str, Line], list[str]]:
         raise ImporterError(f"{path}: cannot read ({err.strerror})") from None
     lines: dict[str, Line] = {}
     problems = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # split at \n only: str.splitlines also splits at \x1c, \u2028 and other characters
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         key, *rest = raw.split(maxsplit=1)

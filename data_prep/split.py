@@ -148,7 +148,7 @@ def split_entries(entries: Sequence[Entry], config: SplitConfig) -> dict[str, li
 
 def _place(entry: Entry) -> tuple[str, float]:
     """Where an utterance lies: its file and its offset in it."""
-    return entry.utterance.audio_filepath, getattr(entry.utterance, "offset", None) or 0.0
+    return entry.utterance.audio_filepath, entry.utterance.offset or 0.0
 
 
 def write_split(
