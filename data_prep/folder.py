@@ -131,7 +131,7 @@ def transcript_file_texts(
             problems.append(f"{where}: {name!r} names several files ({found}); give its path")
             continue
         if paths[0] in texts:
-            problems.append(f"{where}: {name!r} already has a line ({first_line[paths[0]]})")
+            problems.append(f"{where}: {name!r} already given on line {first_line[paths[0]]}")
             continue
         texts[paths[0]] = text
         first_line[paths[0]] = number

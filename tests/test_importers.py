@@ -202,7 +202,7 @@ def test_folder_transcript_file_problems_name_file_and_line(tmp_path: Path):
         (2, "no tab"),
         (3, "no audio file 'missing.wav'"),
         (4, "empty name"),
-        (5, "already has a line (1)"),
+        (5, "already given on line 1"),
         (6, "names several files"),
         (8, "empty text"),
     ]:
