@@ -424,7 +424,9 @@ def dataset_parser(spec: Dataset) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"asr prepare {spec.name}", description=spec.summary)
     p.add_argument("--out-dir", required=True, metavar="DIR", help=spec.out_dir_help)
     if spec.takes_source:
-        p.add_argument("--source", metavar="DIR", help=spec.source_help)
+        # `asr prepare folder DIR` or `asr prepare folder --source DIR`: the same
+        p.add_argument("source_arg", nargs="?", metavar="SOURCE", help=spec.source_help)
+        p.add_argument("--source", metavar="PATH", help="the same as SOURCE")
         download_help = "where to download and unpack it" if spec.download else argparse.SUPPRESS
         p.add_argument("--download-dir", metavar="DIR", help=download_help)
     else:  # accepted only to be refused with a clear message (see asr.datasets.prepare_dataset)
@@ -471,6 +473,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         return _fail("prepare needs a dataset NAME (`asr prepare --list` shows them)")
     spec = load_dataset(args.dataset)
     opts = vars(dataset_parser(spec).parse_args(args.dataset_args))
+    positional = opts.pop("source_arg", None)
+    if positional is not None:
+        if opts["source"] is not None:
+            return _fail(f"prepare {spec.name}: give SOURCE or --source, not both")
+        opts["source"] = positional
     where = {key: opts.pop(key) for key in ("source", "download_dir")}
     manifests = prepare_dataset(spec, opts.pop("out_dir"), **where, **opts)
     for name, path in manifests.items():

@@ -23,19 +23,30 @@ pytestmark = [
 def test_recipe_trains_briefly_and_beats_chance(tmp_path: Path):
     exp = tmp_path / "exp"
     env = {**os.environ, "ASR": f"{sys.executable} -m asr.cli"}
-    # The recipe's own model and settings for four epochs (252 steps, about 3 minutes on two
-    # cores) instead of its 30-minute budget: a count of steps, so the figures do not depend
-    # on the machine's speed. Measured on one core: test CER 74.1%, WER 97.4% (the model has
-    # just left CTC's all-blank phase; the full recipe reaches 6% CER).
-    overrides = ["train.progress=false", "train.max_minutes=0", "train.epochs=4"]
+    # Every stage of the recipe, with a smaller model (2 x 128 BiGRU) trained for two epochs of
+    # 10 s batches without waveform augmentation (566 steps, about 2 minutes on one core)
+    # instead of the recipe's 30-minute budget: a count of steps, so the figures do not depend
+    # on the machine's speed. Measured on one core: test CER 54.9%, WER 81.6% (the full recipe
+    # reaches 6% CER).
+    overrides = [
+        "train.progress=false",
+        "train.max_minutes=0",
+        "train.epochs=2",
+        "data.batch_seconds=10",
+        "train.wave_augment=false",
+        "model.hidden_size=128",
+        "model.num_layers=2",
+        "train.warmup_steps=50",
+        "train.average_last=0",
+    ]
     cmd = ["bash", str(ROOT / "recipes/an4/run.sh"), "--source", str(AN4), "--exp-dir", str(exp)]
     run = subprocess.run([*cmd, "--", *overrides], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     results = json.loads((exp / "results.json").read_text())
     assert results["test"]["utterances"] == 130 and results["dev"]["utterances"] == 91
-    # Emitting nothing scores 100% CER, guessing letters more: a quarter of the characters
-    # right is learning, not chance.
-    assert results["test"]["cer"] < 0.85, results
+    # Emitting nothing scores 100% CER, guessing letters more: a third of the characters right
+    # is learning, not chance.
+    assert results["test"]["cer"] < 0.7, results
     for name in ("test-lm", "test-lm-dict"):
         assert results[name]["utterances"] == 130 and results[name]["failed"] == 0
     summary = json.loads((exp / "summary-test.json").read_text())

@@ -79,9 +79,9 @@ def test_installed_registry_lists_fsdd_and_synth(capsys):
 
 
 def test_unknown_dataset_is_one_line_naming_the_registered_ones(capsys):
-    assert main(["prepare", "timit", "--out-dir", "x"]) == 1
+    assert main(["prepare", "no-such-corpus", "--out-dir", "x"]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("asr: error: unknown dataset 'timit'; registered: ")
+    assert line.startswith("asr: error: unknown dataset 'no-such-corpus'; registered: ")
     assert "fsdd" in line and "synth" in line
 
 
@@ -93,6 +93,12 @@ def test_plain_function_dataset_through_asr_prepare(fake_registry, words_source,
     assert [u.text for u in read_manifest(out / "train.jsonl")] == ["YES", "YES", "NO", "NO"]
     assert main(args) == 0  # the options' defaults: repeat 1, no shouting
     assert [u.text for u in read_manifest(out / "train.jsonl")] == ["yes", "no"]
+    # SOURCE may also come first, without --source; not both
+    assert main(["prepare", "words", str(words_source), "--out-dir", str(out), "--shout"]) == 0
+    assert [u.text for u in read_manifest(out / "train.jsonl")] == ["YES", "NO"]
+    capsys.readouterr()
+    assert main([*args, str(words_source)]) == 1
+    assert "give SOURCE or --source, not both" in capsys.readouterr().err
 
 
 def test_download_dir_without_download_is_refused(fake_registry, tmp_path, capsys):
