@@ -1,0 +1,326 @@
+"""Mozilla Common Voice: crowd-sourced read speech in over 100 languages, any one of them.
+
+Volunteers read short sentences (public-domain text) into their browsers; other volunteers
+vote on the clips. Licence CC0 1.0. A release (`cv-corpus-<version>-<date>`) has one archive
+per language, downloaded by hand after accepting the terms (with an e-mail address) at
+https://commonvoice.mozilla.org/datasets (since 2025 also at
+https://datacollective.mozillafoundation.org): nothing here downloads it. It unpacks to
+
+    cv-corpus-<version>-<date>/<lang>/{train,dev,test,validated,...}.tsv
+    cv-corpus-<version>-<date>/<lang>/clips/common_voice_<lang>_<number>.mp3
+
+(mp3, 48 kHz mono at recent releases, read through libsndfile and resampled to the model's
+feature rate at training time). `--source` takes the `<lang>` folder, whose name is the
+language (a Common Voice locale such as de, tr, zh-CN, sv-SE), or the `cv-corpus-*` folder
+with `--language xx`.
+
+The TSVs have a header row naming their columns, which changed between releases: `client_id
+path sentence up_votes down_votes age gender accent(s) locale segment`; a `variant` column
+after `accents` since about release 13; `sentence_id` and `sentence_domain` around `sentence`
+since about release 17. They are read by name: `client_id` (the speaker), `path` (the clip's
+file in clips/, `.mp3` added when absent as in early releases) and `sentence`. Fields are split
+at tabs without quoting (a `"` in a sentence is an ordinary character, as lhotse also reads
+them).
+
+Splits: the release's own train.tsv, dev.tsv and test.tsv (Mozilla's CorporaCreator puts each
+speaker in one of them only, and each sentence is read once in them). With `--train-set
+validated` the training set is validated.tsv less every clip of dev.tsv and test.tsv and every
+clip of their speakers, so dev and test stay unheard: several times more data for most
+languages (train.tsv keeps only a few clips per sentence), at the price of a different
+training set from published results, which use train.tsv.
+
+Text: each sentence is lower-cased with its language's rules, then `normalize_text` (asr/text.py:
+NFKC, punctuation and symbols to spaces; letters, digits and combining marks of every script
+kept), so training and scoring, which call `normalize_text` without a language, leave it as it
+is. The tokenizer's characters then come from the training text (`asr train`), accents and
+non-Latin scripts included. Per language:
+  tr, az, crh, gag  Turkish, Azerbaijani, Crimean Tatar, Gagauz (Latin alphabets with a dotted
+                    and a dotless i): "I" -> "ı" and "İ" -> "i" before lower-casing; Python's
+                    default gives "i" and "i" + combining dot above (ISTANBUL -> istanbul
+                    instead of ıstanbul, İzmir -> i̇zmir).
+  de                the default is right: "ß" is kept and capital "ẞ" becomes "ß" (str.lower,
+                    not str.casefold, which would write "ss").
+  el                the default is right: a final capital sigma becomes "ς", others "σ".
+  others            Python's str.lower (Unicode's default case mapping); scripts without case
+                    (Devanagari, Arabic, Chinese, ...) are unchanged. Lithuanian's special rule
+                    (a dot kept above an accented i) concerns only accented capitals, which
+                    ordinary text does not have.
+Languages written without spaces between words (zh, ja, th, ...) make each sentence one "word",
+so their WER says little: read the CER.
+
+Checks: every row of the TSVs read must have as many fields as the header, a clip path and a
+sentence, and no clip may be listed twice in a file; each problem is one line naming the TSV
+and line. Every listed clip must exist and have a readable header (a copy with clips missing is
+reported as incomplete, with the first few missing); nothing is written unless all pass. A row
+whose sentence has no letter or digit left after normalisation is skipped, and named on stderr.
+
+Durations come from the clip's header through libsndfile (`asr.audio.audio_duration`). For mp3
+that is exact when the file starts with a Xing/Info frame (LAME and ffmpeg write one), and
+estimated from the file's size and bit rate when not; it costs about a millisecond a clip
+either way (measured: see tests/test_commonvoice.py and recipes/commonvoice/RESULTS.md). The
+headers are read in `--jobs` threads (libsndfile runs outside Python's lock).
+
+Not lhotse: its `prepare_commonvoice` (lhotse 1.33) was tried first and falls short here: it
+reads `row["variant"]`, so releases before that column fail with a KeyError from a worker
+process; a clip missing from clips/ is skipped with a log line at INFO level, so a partial copy
+passes unnoticed; a short or malformed row fails without a file or line (or is read with
+missing fields as None); with languages="auto" it finds only the 23 languages of its own list;
+it always writes its own manifests into the output folder (and, under the names it writes them,
+never reads them back). The TSV reading it would save is the few lines below.
+
+    asr prepare commonvoice --source cv-corpus-21.0-2025-03-14/tr --out-dir exp/commonvoice-tr/data
+"""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from asr.audio import AudioError, audio_duration
+from asr.data import Utterance, write_manifest
+from asr.datasets import Dataset, DatasetError, Option
+from asr.text import normalize_text
+
+SPLITS = ("train", "dev", "test")
+REQUIRED_COLUMNS = ("client_id", "path", "sentence")
+# Latin alphabets with a dotted (İ i) and a dotless (I ı) letter i.
+DOTLESS_I_LANGUAGES = frozenset({"tr", "az", "crh", "gag"})
+_DOTLESS_I = str.maketrans({"I": "ı", "İ": "i"})
+MAX_LISTED = 20  # problems listed one by one in an error message; the rest are counted
+DEFAULT_JOBS = 4
+
+
+class CommonVoiceError(DatasetError):
+    """A Common Voice copy that cannot be prepared; the message names files and lines."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One row of a Common Voice TSV."""
+
+    path: str  # file name in clips/, as in the TSV (".mp3" added when it has no suffix)
+    sentence: str  # as read, before any normalisation
+    speaker: str  # client_id
+    where: str  # "tsv:line", for messages
+
+
+def base_language(locale: str) -> str:
+    """The language subtag of a Common Voice locale: "zh-CN" -> "zh", "tr" -> "tr"."""
+    return locale.split("-")[0].lower()
+
+
+def lower_for_language(text: str, language: str) -> str:
+    """Lower-case `text` (NFKC first) with the rules of `language` (a locale such as "tr").
+
+    >>> lower_for_language("IŞIK İzmir'de", "tr")
+    "ışık izmir'de"
+    >>> lower_for_language("IŞIK İzmir'de", "de") == "işik i\\u0307zmir'de"  # Python's rule
+    True
+    >>> lower_for_language("GROẞE Straße", "de")
+    'große straße'
+    """
+    text = unicodedata.normalize("NFKC", text)
+    if base_language(language) in DOTLESS_I_LANGUAGES:
+        text = text.translate(_DOTLESS_I)
+    return text.lower()
+
+
+def prepare_text(sentence: str, language: str) -> str:
+    """A sentence as the manifests hold it: lowered for `language`, then `normalize_text`.
+
+    >>> prepare_text("„Wie heißt DIE STRAẞE?“", "de")
+    'wie heißt die straße'
+    >>> prepare_text("Işıklı İstanbul’a gidiyoruz.", "tr")
+    "ışıklı istanbul'a gidiyoruz"
+    """
+    return normalize_text(lower_for_language(sentence, language))
+
+
+def read_tsv(path: Path) -> list[Clip]:
+    """The rows of one Common Voice TSV; CommonVoiceError listing every malformed row."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").split("\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CommonVoiceError(f"{path}: cannot read ({err})") from None
+    header = lines[0].rstrip("\r").split("\t")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise CommonVoiceError(
+            f"{path}:1: header has no column {', '.join(missing)} (found: "
+            f"{' '.join(header)[:120]}); expected a Common Voice TSV"
+        )
+    index = {name: header.index(name) for name in REQUIRED_COLUMNS}
+    clips, problems, seen = [], [], {}
+    for number, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            problems.append(
+                f"{where}: {len(fields)} tab-separated fields, the header has {len(header)}"
+            )
+            continue
+        name, sentence = fields[index["path"]].strip(), fields[index["sentence"]].strip()
+        if not name or not sentence:
+            problems.append(f"{where}: empty {'path' if not name else 'sentence'}")
+            continue
+        if not Path(name).suffix:
+            name += ".mp3"  # early releases list clips without the suffix
+        if name in seen:
+            problems.append(f"{where}: clip {name} listed twice (first at line {seen[name]})")
+            continue
+        seen[name] = number
+        clips.append(Clip(name, sentence, fields[index["client_id"]].strip(), where))
+    if problems:
+        raise CommonVoiceError(_listing(f"{len(problems)} malformed row(s) in {path}", problems))
+    return clips
+
+
+def _listing(title: str, problems: list[str]) -> str:
+    shown = problems[:MAX_LISTED]
+    more = [f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
+    return "\n".join([f"{title}:", *shown, *more])
+
+
+def language_folder(source: Path, language: str | None) -> tuple[Path, str]:
+    """(the `<lang>` folder holding the TSVs, its locale) from `--source` and `--language`."""
+    source = Path(source)
+    if (source / "train.tsv").is_file() or (source / "clips").is_dir():
+        return source, language or source.name
+    if language and (source / language).is_dir():
+        return source / language, language
+    found = sorted(p.name for p in source.iterdir() if (p / "train.tsv").is_file())
+    if language:
+        raise CommonVoiceError(
+            f"{source}: no {language}/ folder with train.tsv in it "
+            f"(languages found: {', '.join(found) or 'none'})"
+        )
+    hint = f"; add --language with one of: {', '.join(found)}" if found else ""
+    raise CommonVoiceError(
+        f"{source}: no train.tsv or clips/ here; expected a Common Voice language folder "
+        f"(cv-corpus-*/<lang>/){hint}"
+    )
+
+
+def clip_durations(clips_dir: Path, clips: list[Clip], jobs: int = DEFAULT_JOBS) -> list[float]:
+    """Header durations of `clips` (in order); CommonVoiceError naming every missing or
+    unreadable clip and its TSV row."""
+
+    def duration(clip: Clip) -> float | str:
+        path = clips_dir / clip.path
+        if not path.is_file():
+            return f"{clip.where}: no clip {path}"
+        try:
+            return audio_duration(path)
+        except AudioError as err:
+            return f"{clip.where}: {err}"
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(duration, clips))
+    problems = [r for r in results if isinstance(r, str)]
+    if problems:
+        missing = sum(": no clip " in p for p in problems)
+        title = f"{len(problems)} of {len(clips)} clip(s) missing or unreadable in {clips_dir}"
+        if missing:
+            title += f" ({missing} missing: an incomplete copy?)"
+        raise CommonVoiceError(_listing(title, problems))
+    return results  # type: ignore[return-value]  # no str left
+
+
+def validated_training_clips(folder: Path, held_out: list[Clip]) -> list[Clip]:
+    """validated.tsv less the held-out clips and every clip of their speakers."""
+    speakers = {c.speaker for c in held_out}
+    names = {c.path for c in held_out}
+    clips = read_tsv(folder / "validated.tsv")
+    return [c for c in clips if c.path not in names and c.speaker not in speakers]
+
+
+def prepare_commonvoice(
+    source: Path,
+    out_dir: Path,
+    language: str | None = None,
+    train_set: str = "train",
+    jobs: int = DEFAULT_JOBS,
+) -> dict[str, Path]:
+    """Check the copy in `source`; write train/dev/test.jsonl in `out_dir`. Returns {split:
+    path}. Audio paths are absolute; see the module's docstring for the text and checks."""
+    folder, locale = language_folder(Path(source).resolve(), language)
+    parts = {split: read_tsv(_tsv(folder, split)) for split in SPLITS}
+    if train_set == "validated":
+        parts["train"] = validated_training_clips(folder, parts["dev"] + parts["test"])
+    elif train_set != "train":
+        raise CommonVoiceError(f"--train-set {train_set!r}: expected train or validated")
+    texts, skipped = {}, []
+    for clips in parts.values():
+        for clip in clips:
+            texts[clip.where] = prepare_text(clip.sentence, locale)
+            if not texts[clip.where]:
+                skipped.append(f"{clip.where}: no letter or digit in {clip.sentence!r}")
+    every_clip = [c for clips in parts.values() for c in clips]
+    durations = dict(
+        zip(every_clip, clip_durations(folder / "clips", every_clip, jobs), strict=True)
+    )
+    outputs = {}
+    for split, clips in parts.items():
+        utts = [
+            Utterance(str(folder / "clips" / c.path), durations[c], texts[c.where])
+            for c in clips
+            if texts[c.where]
+        ]
+        if not utts:
+            raise CommonVoiceError(f"{_tsv(folder, split)}: no usable rows")
+        outputs[split] = Path(out_dir) / f"{split}.jsonl"
+        write_manifest(outputs[split], utts)
+    if skipped:
+        print(
+            _listing(f"skipped {len(skipped)} row(s) with no text left", skipped), file=sys.stderr
+        )
+    return outputs
+
+
+def _tsv(folder: Path, split: str) -> Path:
+    path = folder / f"{split}.tsv"
+    if not path.is_file():
+        raise CommonVoiceError(f"{folder}: no {split}.tsv; expected a Common Voice language folder")
+    return path
+
+
+def _jobs(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text}: at least 1")
+    return value
+
+
+DATASET = Dataset(
+    name="commonvoice",
+    summary="Mozilla Common Voice, any language: read sentences, many speakers (download by hand)",
+    prepare=prepare_commonvoice,
+    download=None,
+    options=(
+        Option(
+            "language",
+            "the locale (de, tr, zh-CN, ...) when --source is the cv-corpus-* folder; by "
+            "default the name of the language folder. Sets the lower-casing rules",
+            metavar="LOCALE",
+        ),
+        Option(
+            "train_set",
+            "train: the release's train.tsv; validated: validated.tsv less the dev and test "
+            "clips and speakers (more data)",
+            default="train",
+            choices=("train", "validated"),
+        ),
+        Option("jobs", "threads reading the clips' headers", default=DEFAULT_JOBS, type=_jobs),
+    ),
+    source_help=(
+        "a Common Voice language folder, cv-corpus-*/<lang>/ with the TSVs and clips/ (or "
+        "cv-corpus-*/ with --language); download it by hand from "
+        "https://commonvoice.mozilla.org/datasets"
+    ),
+)
