@@ -12,9 +12,9 @@
 # --source: the folder holding TRAIN/ and TEST/ (default: $ASR_DATA/timit when there, ASR_DATA
 #   defaulting to ../shared/data). --phones: the units the model is trained on (default 39,
 #   the scoring classes). With 48 or 61 the PER on the 39 classes is scored as well (dev-39,
-#   test-39: hypothesis and reference folded alike by recipes/timit/score_folded.py, run with
-#   $PYTHON, default python3, which must import the toolkit). --allow-partial: prepare a copy
-#   with fewer utterances than the full corpus (a sample). Figures are in RESULTS.md.
+#   test-39, test-lm-39: hypothesis and reference folded alike by score_folded.py here, run
+#   with $PYTHON, default python3, which must import the toolkit). --allow-partial: prepare a
+#   copy with fewer utterances than the full corpus (a sample). Figures are in RESULTS.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 recipe_option --phones 39
@@ -22,7 +22,7 @@ recipe_flag --allow-partial
 parse_options "$@"
 python=${PYTHON:-python3}
 
-if run_stage 0 "manifests of $phones phones (train, dev = 50 TEST speakers, test = core test set)"; then
+if run_stage 0 "manifests of $phones phones (dev: 50 TEST speakers; test: the core test set)"; then
   if [ -z "$source_dir" ]; then
     [ -d "$ASR_DATA/timit" ] || usage_error "TIMIT is licensed (LDC93S1) and cannot be \
 downloaded: give --source DIR, the folder holding TRAIN/ and TEST/"
@@ -47,11 +47,11 @@ if run_stage 3 "evaluate the best checkpoint: PER, greedy and beam search + LM";
   evaluate_sets dev="$data_dir/dev.jsonl" test="$data_dir/test.jsonl"
   evaluate_sets test-lm="$data_dir/test.jsonl" -- --lm "$exp_dir/lm"
   if [ "$phones" != 39 ]; then  # the model's phones folded to the 39 scoring classes
-    for set in dev test; do
-      $python "$recipe_dir/score_folded.py" --model "$exp_dir/best.pt" \
-        --manifest "$data_dir/$set.jsonl" --name "$set-39" --out-dir "$exp_dir" \
-        --results "$exp_dir/results.json"
-    done
+    folded=("$python" "$recipe_dir/score_folded.py" --model "$exp_dir/best.pt" \
+      --out-dir "$exp_dir" --results "$exp_dir/results.json")
+    "${folded[@]}" --manifest "$data_dir/dev.jsonl" --name dev-39
+    "${folded[@]}" --manifest "$data_dir/test.jsonl" --name test-39
+    "${folded[@]}" --manifest "$data_dir/test.jsonl" --name test-lm-39 --lm "$exp_dir/lm"
   fi
   print_results
 fi
