@@ -88,9 +88,9 @@ RESPELLED = {"h#": "sil", "ax-h": "axh"}
 PHONE_SETS = (61, 48, 39)
 DEFAULT_PHONES = 39
 
-# The core test set: 2 men and 1 woman of each dialect region, as listed in the TIMIT
-# documentation (testset.doc) and Halberstadt's thesis (MIT 1998, table 4.3); lhotse's
-# recipes/timit.py and Kaldi's conf/test_spk.list hold the same 24 speakers.
+# The core test set as the TIMIT documentation defines it: 2 men and 1 woman of each dialect
+# region of TEST/. These 24 names are the ones of lhotse's recipes/timit.py (get_speakers; the
+# tests compare them) and of other public TIMIT recipes, grouped by region as they list them.
 CORE_TEST_SPEAKERS: dict[str, tuple[str, ...]] = {
     "dr1": ("mdab0", "mwbt0", "felc0"), "dr2": ("mtas1", "mwew0", "fpas0"),
     "dr3": ("mjmp0", "mlnt0", "fpkt0"), "dr4": ("mlll0", "mtls0", "fjlm0"),
