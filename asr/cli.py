@@ -97,14 +97,14 @@ def _add_decoder_arguments(p: argparse.ArgumentParser, tuning: bool = False) -> 
 
 
 def _transcriber(args: argparse.Namespace, nbest: int = 1):
-    """The checkpoint's transcriber, with beam search when --lm or --lexicon is given."""
-    from asr.checkpoint import load_checkpoint
+    """The checkpoint's (or exported .onnx model's) transcriber, with beam search when --lm or
+    --lexicon is given."""
     from asr.transcribe import Transcriber
 
     options = {"beam_size": args.beam_size, "lm_weight": args.lm_weight}
     options.update(word_score=args.word_score, nbest=nbest)
-    transcriber = Transcriber.from_state(
-        load_checkpoint(args.model),
+    transcriber = Transcriber.from_checkpoint(
+        args.model,
         device=args.device,
         lm=args.lm,
         lexicon=args.lexicon,

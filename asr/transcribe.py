@@ -119,8 +119,22 @@ class Transcriber:
         **kwargs,
     ) -> Transcriber:
         """Greedy decoding, or beam search with an LM folder/file and/or a lexicon, using the
-        decoder values `asr tune-decoder` stored in the checkpoint for that LM."""
-        return cls.from_state(load_checkpoint(path), device, lm, lexicon, **kwargs)
+        decoder values `asr tune-decoder` stored in the checkpoint for that LM.
+
+        A `.onnx` file from `asr export` runs in onnxruntime on the CPU (`device` is ignored).
+        """
+        if Path(path).suffix.lower() != ".onnx":
+            return cls.from_state(load_checkpoint(path), device, lm, lexicon, **kwargs)
+        from asr.export import load_onnx  # onnxruntime: the optional `onnx` extra
+
+        model, tokenizer, meta = load_onnx(path)
+        options = kwargs.pop("decoder_options", None)
+        transcriber = cls(model, tokenizer, "cpu", **kwargs)
+        if lm is not None or lexicon is not None or options:
+            transcriber.decoder, transcriber.notes = make_decoder(
+                tokenizer, resolve_lm(lm, lexicon), tuned_settings(meta), **(options or {})
+            )
+        return transcriber
 
     @classmethod
     def from_state(
