@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail("--config cannot be combined with --resume: the checkpoint carries its config")
     cfg = load_config(args.config, args.overrides) if not args.resume else None
     result = train(cfg, args.out_dir, resume=args.resume, overrides=args.overrides)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 speaks for all
     p = result.progress
     print(
         f"done: {p.step} steps, {p.elapsed / 60:.1f} min; best dev WER {100 * p.best_wer:.2f}% "
@@ -126,7 +129,9 @@ def _render(result, fmt: str, to_file: bool) -> str:
     if fmt == "text":
         return f"{result.text}\n" if to_file else f"{result.path}\t{result.text}\n"
     if fmt == "json":
-        record = to_json_record(result.path, result.text, result.words, result.nbest)
+        record = to_json_record(
+            result.path, result.text, result.words, result.nbest, result.segments
+        )
         return json.dumps(record, ensure_ascii=False, indent=2 if to_file else None) + "\n"
     cues = group_cues(result.words)
     return to_srt(cues) if fmt == "srt" else to_vtt(cues)
@@ -159,10 +164,31 @@ def add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out-dir", help="write one file per input here instead of printing")
     p.add_argument("--nbest", type=int, default=1, help="hypotheses in the JSON (beam search)")
+    g = p.add_argument_group("long files (cut at pauses found by voice-activity detection)")
+    g.add_argument(
+        "--long-seconds",
+        type=float,
+        default=30.0,
+        help="files longer than this are read in blocks and cut at pauses (default 30)",
+    )
+    g.add_argument(
+        "--max-segment-seconds",
+        type=float,
+        default=20.0,
+        help="longest segment; longer speech is cut at its quietest point (default 20)",
+    )
+    g.add_argument(
+        "--vad-aggressiveness",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=2,
+        help="WebRTC VAD mode: 0 keeps the most audio as speech, 3 the least (default 2)",
+    )
     p.set_defaults(func=cmd_transcribe)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from asr.segmenter import SegmenterConfig
     from asr.transcribe import find_audio_files
 
     files, problems = find_audio_files(args.inputs)
@@ -171,7 +197,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.nbest > 1 and args.lm is None and args.lexicon is None:
         return _fail("--nbest needs beam search (--lm and/or --lexicon)")
     outputs = _output_paths(files, Path(args.out_dir), args.format) if args.out_dir else {}
+    if args.max_segment_seconds < 4:
+        return _fail("--max-segment-seconds must be at least 4")
     transcriber = _transcriber(args, nbest=args.nbest)
+    transcriber.long_seconds = args.long_seconds
+    transcriber.segmenter = SegmenterConfig(
+        aggressiveness=args.vad_aggressiveness,
+        max_seconds=args.max_segment_seconds,
+        min_seconds=min(2.0, args.max_segment_seconds / 4),
+    )
     order = {f: i for i, f in enumerate(files)}
     timestamps = args.format != "text"
     results = transcriber.transcribe_files(files, timestamps=timestamps)
@@ -333,6 +367,22 @@ def _update_results(path: Path, name: str, entry: dict) -> None:
     results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     results[name] = entry
     atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint for onnxruntime (ONNX)")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) written by `asr train`")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="(default onnx)")
+    p.add_argument("--out", required=True, help="the exported model (.onnx)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from asr.export import export_onnx
+
+    difference = export_onnx(args.model, args.out)
+    print(f"wrote {args.out}: log-probs within {difference:.1e} of PyTorch's (onnxruntime, CPU)")
+    return 0
 
 
 def add_lm_parser(sub: argparse._SubParsersAction) -> None:
@@ -517,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_transcribe_parser(sub)
     add_tune_decoder_parser(sub)
     add_evaluate_parser(sub)
+    add_export_parser(sub)
     add_lm_parser(sub)
     add_prepare_parser(sub)
     return parser

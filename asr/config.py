@@ -52,6 +52,7 @@ class TrainConfig:
     # best.pt if its dev WER is lower (0 or 1 = off)
     average_last: int = 0
     validate_every_epochs: int = 1  # dev-set WER every N epochs (and always after the last)
+    accumulate: int = 1  # global batches (data.batch_seconds each) per optimizer step
     seed: int = 0  # seeds initialisation, batching and augmentation
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
     progress: bool = True  # tqdm progress bar

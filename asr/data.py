@@ -171,7 +171,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     Utterances are sorted by duration (with a little per-epoch jitter so batches differ between
     epochs), cut into batches while `len(batch) * longest <= max_batch_seconds`, and the batch
     order is shuffled. Every utterance appears exactly once per epoch; one longer than the budget
-    gets a batch of its own. `set_epoch(epoch, start_batch)` selects the epoch and where to resume.
+    gets a batch of its own, unless `min_batch_size` (the number of training processes, so that
+    each gets a share of every batch) asks for more. `set_epoch(epoch, start_batch)` selects the
+    epoch and where to resume.
     """
 
     def __init__(
@@ -181,14 +183,20 @@ class BucketBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         seed: int = 0,
         max_batch_size: int = 512,
+        min_batch_size: int = 1,
     ):
         if max_batch_seconds <= 0:
             raise ValueError("max_batch_seconds must be positive")
+        if not 1 <= min_batch_size <= max_batch_size:
+            raise ValueError("min_batch_size must be between 1 and max_batch_size")
+        if len(durations) < min_batch_size:
+            raise ValueError(f"{len(durations)} utterances cannot fill a batch of {min_batch_size}")
         self.durations = list(durations)
         self.max_batch_seconds = max_batch_seconds
         self.shuffle = shuffle
         self.seed = seed
         self.max_batch_size = max_batch_size
+        self.min_batch_size = min_batch_size
         self.epoch = 0
         self.start_batch = 0
 
@@ -211,12 +219,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         for i in order:
             grown = max(longest, self.durations[i])
             full = len(batch) >= self.max_batch_size
-            if batch and (full or grown * (len(batch) + 1) > self.max_batch_seconds):
+            over = grown * (len(batch) + 1) > self.max_batch_seconds
+            if len(batch) >= self.min_batch_size and (full or over):
                 batches.append(batch)
                 batch, grown = [], self.durations[i]
             batch.append(i)
             longest = grown
-        if batch:
+        if batch and len(batch) < self.min_batch_size:
+            batches[-1] += batch  # too few left for a batch of their own
+        elif batch:
             batches.append(batch)
         if self.shuffle:
             rng.shuffle(batches)

@@ -6,10 +6,12 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
@@ -24,6 +26,14 @@ from asr.data import (
     read_manifest,
 )
 from asr.device import autocast, configure_backends, pick_device, resolve_precision
+from asr.distributed import (
+    ShardedBatchSampler,
+    all_reduce_sum,
+    barrier,
+    broadcast_from_main,
+    init_distributed,
+    process_device,
+)
 from asr.evaluate import evaluate_utterances
 from asr.features import SpecAugment
 from asr.files import atomic_write_text
@@ -130,7 +140,10 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tc = cfg.train
-        self.device = pick_device(tc.device)
+        if tc.accumulate < 1:
+            raise ValueError("train.accumulate must be 1 or more")
+        self.dist = init_distributed(pick_device(tc.device))
+        self.device = process_device(pick_device(tc.device), self.dist)
         configure_backends(self.device)
         self.dtype = resolve_precision(tc.precision, self.device)
         self.train_utts = load_normalised(cfg.data.train_manifest, "train")
@@ -147,6 +160,8 @@ class Trainer:
         cfg.model.vocab_size = self.tokenizer.vocab_size
         torch.manual_seed(tc.seed)
         self.model = Recogniser(cfg.features, cfg.model).to(self.device)
+        if self.dist.enabled:
+            torch.manual_seed(tc.seed + 1_000_003 * self.dist.rank)  # dropout, masks per process
         self.spec_augment = SpecAugment(cfg.spec_augment) if tc.spec_augment else None
         self.dataset = SpeechDataset(
             self.train_utts,
@@ -160,11 +175,16 @@ class Trainer:
             cfg.data.batch_seconds,
             shuffle=True,
             seed=tc.seed,
+            min_batch_size=self.dist.world_size,  # a share of every batch for each process
         )
+        self.ddp = None
+        if self.dist.enabled:
+            devices = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=devices)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
-        self.full_steps = tc.epochs * len(self.sampler.batches())
+        self.full_steps = tc.epochs * self.steps_per_epoch
         self.progress = Progress(total_steps=self.full_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -172,7 +192,12 @@ class Trainer:
         )
         # Loss scaling only matters for fp16; bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.ctc = torch.nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
+        # Per utterance, so that a loss can be averaged over a batch split among processes.
+        self.ctc = torch.nn.CTCLoss(blank=0, reduction="none", zero_infinity=True)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.sampler.batches()) / self.cfg.train.accumulate)
 
     def _report_dev_oov(self) -> None:
         unknown: set[str] = set()
@@ -243,27 +268,50 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
 
-    def train_step(self, batch: dict) -> float:
-        self.model.train()
+    def _loss_sum(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Sum over this process's utterances of CTC loss / target length, and their count."""
         wavs = batch["wavs"].to(self.device, non_blocking=True)
         wav_lens = batch["wav_lens"].to(self.device, non_blocking=True)
+        model = self.ddp if self.ddp is not None else self.model
         with autocast(self.device, self.dtype):
-            log_probs, out_lens = self.model(wavs, wav_lens, self.spec_augment)
-        # CTC in fp32 on (T, B, V) log-probs.
-        loss = self.ctc(
-            log_probs.float().transpose(0, 1),
-            batch["tokens"].to(self.device),
-            out_lens,
-            batch["token_lens"].to(self.device),
+            log_probs, out_lens = model(wavs, wav_lens, self.spec_augment)
+        token_lens = batch["token_lens"].to(self.device)
+        # CTC in fp32 on (T, B, V) log-probs; (B,) losses, each divided by its target length
+        # as reduction="mean" does.
+        losses = self.ctc(
+            log_probs.float().transpose(0, 1), batch["tokens"].to(self.device), out_lens, token_lens
         )
+        return (losses / token_lens.clamp(min=1)).sum(), len(wav_lens)
+
+    def train_step(self, batches: list[dict]) -> float:
+        """One optimizer step over `train.accumulate` global batches (this process's shares).
+
+        Each global batch's loss is the mean over its utterances, on whichever process they
+        are: a process scales its sum by world size / global count, and DDP's gradient mean
+        makes that the global mean. The batches of one step weigh the same. Returns the mean
+        loss over all processes.
+        """
+        self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        world = self.dist.world_size
+        total = 0.0
+        for j, batch in enumerate(batches):
+            last = j == len(batches) - 1
+            # Gradients are averaged across processes once, after the step's last batch.
+            sync = last or self.ddp is None
+            with nullcontext() if sync else self.ddp.no_sync():
+                loss_sum, count = self._loss_sum(batch)
+                (global_count,) = all_reduce_sum([count], self.dist, self.device)
+                loss = loss_sum * (world / global_count) / len(batches)
+                self.scaler.scale(loss).backward()
+            total += float(loss.detach()) / world
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return float(loss.detach())
+        (total,) = all_reduce_sum([total], self.dist, self.device)
+        return total
 
     def validate(self) -> float:
         """Greedy dev-set WER; writes errs-dev.txt next to the checkpoints."""
@@ -334,70 +382,115 @@ class Trainer:
             self.save("best.pt")
         self.model.load_state_dict(trained)  # last.pt and further training go on from here
 
+    def _agree(self) -> bool:
+        """Rank 0's schedule length and stop decision, on every process; True = stop now."""
+        p = self.progress
+        stop = self._schedule_done() or self._budget_spent()
+        p.total_steps, stop = broadcast_from_main(
+            [p.total_steps, int(stop)], self.dist, self.device
+        )
+        return bool(stop)
+
+    def _log(self, writer: SummaryWriter | None, tag: str, value: float) -> None:
+        if writer is not None:
+            writer.add_scalar(tag, value, self.progress.step)
+
     def run(self) -> TrainResult:
-        """Train until the epochs or the budget run out; resumable from last.pt at any point."""
-        tc = self.cfg.train
+        """Train until the epochs or the budget run out; resumable from last.pt at any point.
+
+        With several processes, rank 0 validates, logs and writes checkpoints.
+        """
+        tc, main = self.cfg.train, self.dist.is_main
         result = TrainResult(self.out_dir, self.progress)
-        writer = SummaryWriter(str(self.out_dir / "tensorboard"))
-        loader = self._loader(self.dataset, self.sampler)
+        writer = SummaryWriter(str(self.out_dir / "tensorboard")) if main else None
+        sampler = self.sampler
+        if self.dist.enabled:
+            sampler = ShardedBatchSampler(self.sampler, self.dist.rank, self.dist.world_size)
+        loader = self._loader(self.dataset, sampler)
         p = self.progress
         stopped = False
         try:
-            while not self._schedule_done() and not self._budget_spent():
-                self.sampler.set_epoch(p.epoch, start_batch=p.batch)
+            while not self._agree():
+                sampler.set_epoch(p.epoch, start_batch=p.batch)
                 self.dataset.epoch = p.epoch
+                epoch_batches = len(self.sampler.batches())
                 bar = progress_bar(
                     loader,
                     desc=f"epoch {p.epoch + 1}/{tc.epochs}",
-                    disable=not tc.progress,
+                    disable=not (tc.progress and main),
                     leave=False,
                 )
                 tick = time.perf_counter()
+                group: list[dict] = []
                 for batch in bar:
-                    loss = self.train_step(batch)
+                    group.append(batch)
+                    p.batch += 1
+                    if len(group) < tc.accumulate and p.batch < epoch_batches:
+                        continue
+                    loss = self.train_step(group)
+                    group = []
                     now = time.perf_counter()
                     p.elapsed += now - tick
                     tick = now
                     p.step += 1
-                    p.batch += 1
                     result.losses.append(loss)
                     lr = self.scheduler.get_last_lr()[0]
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-                    writer.add_scalar("train/loss", loss, p.step)
-                    writer.add_scalar("train/lr", lr, p.step)
+                    self._log(writer, "train/loss", loss)
+                    self._log(writer, "train/lr", lr)
                     self._plan()
                     if tc.checkpoint_every_steps and p.step % tc.checkpoint_every_steps == 0:
-                        self.save("last.pt")
-                    if self._schedule_done() or self._budget_spent():
+                        self._save_main("last.pt")
+                    if self._agree():
                         stopped = True
                         break
                 bar.close()
-                if p.batch == len(self.sampler.batches()):
+                if p.batch == epoch_batches:
                     p.epoch += 1
                     p.batch = 0
                 if stopped or p.epoch % tc.validate_every_epochs == 0:
-                    self._after_validation(self.validate(), writer, result)
+                    if main:
+                        self._after_validation(self.validate(), writer, result)
+                    barrier(self.dist)
                     p.elapsed += time.perf_counter() - tick  # validation counts against a budget
                     self._plan()
-                    wer = result.history[-1]["dev_wer"]
-                    print(
-                        f"epoch {p.epoch} step {p.step}/{p.total_steps}: dev WER "
-                        f"{100 * wer:.2f}% (best {100 * p.best_wer:.2f}%), {p.elapsed / 60:.1f} min"
-                    )
-                self.save("last.pt")
+                    if main:
+                        wer = result.history[-1]["dev_wer"]
+                        print(
+                            f"epoch {p.epoch} step {p.step}/{p.total_steps}: dev WER "
+                            f"{100 * wer:.2f}% (best {100 * p.best_wer:.2f}%), "
+                            f"{p.elapsed / 60:.1f} min"
+                        )
+                self._save_main("last.pt")
                 if stopped:
                     break
-            if self._schedule_done() and self.cfg.train.average_last > 1:
+            if self._schedule_done() and self.cfg.train.average_last > 1 and main:
                 self._try_average(writer, result)
         except KeyboardInterrupt:
-            self.save("last.pt")
-            print(f"interrupted: saved {self.out_dir / 'last.pt'}; continue with --resume")
+            self._save_main("last.pt")
+            if main:
+                print(f"interrupted: saved {self.out_dir / 'last.pt'}; continue with --resume")
             raise
         finally:
-            writer.close()
-        summary = {**asdict(p), "device": str(self.device), "full_schedule_steps": self.full_steps}
-        atomic_write_text(self.out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+            if writer is not None:
+                writer.close()
+        if main:
+            summary = {
+                **asdict(p),
+                "device": str(self.device),
+                "processes": self.dist.world_size,
+                "full_schedule_steps": self.full_steps,
+            }
+            text = json.dumps(summary, indent=2) + "\n"
+            atomic_write_text(self.out_dir / "train_summary.json", text)
+        barrier(self.dist)
         return result
+
+    def _save_main(self, name: str) -> None:
+        """Checkpoint on rank 0; the others wait, so all go on with it written."""
+        if self.dist.is_main:
+            self.save(name)
+        barrier(self.dist)
 
 
 def train(
