@@ -46,7 +46,8 @@ def normalize_text(text: str) -> str:
             kept.append(char)  # attached to the letter before it
         else:
             kept.append(" ")  # punctuation, symbols, separators, "_", stray marks
-    # Lower-casing can leave a sequence NFKC would compose (rare): compose it once more.
+    # Lower-casing can leave a sequence NFKC composes ("T\u0308" -> "t\u0308", which is "ẗ"):
+    # compose once more, so that a second pass changes nothing.
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", "".join(kept))).strip()
 
 
