@@ -63,9 +63,16 @@ librispeech_stages() {
   fi
 
   if run_stage 3 "evaluate the best checkpoint: greedy, then beam search with each LM"; then
-    sets=("dev=$data_dir/dev.jsonl")
+    # Beam search on the test parts (on dev only when there are none: tune-decoder already
+    # printed dev's WER with the tuned values); greedy on them and on dev, unless dev is one of
+    # the test parts (the sample corpus).
     for part in ${test_parts//,/ }; do sets+=("$part=$data_dir/$part.jsonl"); done
-    evaluate_sets "${sets[@]}"
+    [ ${#sets[@]} -gt 0 ] || sets=("dev=$data_dir/dev.jsonl")
+    if [[ ",$test_parts," == *",$dev_parts,"* ]] || [ -z "$test_parts" ]; then
+      evaluate_sets "${sets[@]}"
+    else
+      evaluate_sets "dev=$data_dir/dev.jsonl" "${sets[@]}"
+    fi
     for lm_dir in $(lm_folders); do
       local lm_sets=()
       for entry in "${sets[@]}"; do lm_sets+=("${entry%%=*}-$(lm_label "$lm_dir")=${entry#*=}"); done
