@@ -17,12 +17,15 @@ input of ONNX's GRU/LSTM/RNN operators: a short utterance gets the same output i
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import io
 import json
 import os
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -137,6 +140,9 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -145,6 +151,21 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2: the TorchScript exporter's C++ code prints that it cannot
+    infer the shapes of packed sequences, which onnxruntime's check below makes moot."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
@@ -165,7 +186,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
     traced = exportable_copy(model)
     wavs, lens = _probe_batch(model.features.cfg.sample_rate)
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_stderr():
         warnings.simplefilter("ignore")  # the exporter's notes on RNNs and its own deprecation
         torch.onnx.export(
             traced,
