@@ -260,6 +260,8 @@ def check_part(folder: Path, part: str, allow_partial: bool = False) -> int:
             trans = f"{flac.parent.parent.name}-{flac.parent.name}.trans.txt"
             raise LibriSpeechError(f"{flac}: no line for it in {flac.parent / trans}")
     found = len(lines)
+    if found == 0:
+        raise LibriSpeechError(f"{folder}: no utterances (no <speaker>/<chapter>/*.trans.txt)")
     if found > expected:
         raise LibriSpeechError(
             f"{folder}: {found} utterances in {part}, the release has {expected}: "

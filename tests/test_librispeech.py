@@ -258,6 +258,15 @@ def test_missing_part_and_no_corpus(mini, tmp_path: Path):
         librispeech.split_parts("test-clean,dev-clean-3")
 
 
+def test_empty_part_is_refused_even_when_partial(mini, tmp_path: Path):
+    source, _ = mini
+    folder = source / "LibriSpeech/dev-clean-2"
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    message = _error(source, tmp_path, allow_partial=True)
+    assert message == f"{folder.resolve()}: no utterances (no <speaker>/<chapter>/*.trans.txt)"
+
+
 def test_missing_lhotse_is_one_line_with_the_extra(mini, tmp_path: Path, monkeypatch, capsys):
     source, _ = mini
     monkeypatch.setitem(sys.modules, "lhotse", None)  # import lhotse -> ImportError
@@ -329,6 +338,17 @@ def test_download_resumes_checks_md5_and_keeps_both_parts(
     # Finished: a second call fetches nothing.
     librispeech.download_librispeech(root, librispeech.MINI_PARTS, base)
     assert len(served.requests) == 2
+
+
+def test_librispeech_parts_are_checked_by_sha256_too(range_server, tmp_path: Path, monkeypatch):
+    served, base = range_server
+    body = b"not really an archive"
+    served.files["/12/dev-clean.tar.gz"] = body
+    md5, sha = hashlib.md5(body).hexdigest(), hashlib.sha256(body).hexdigest()
+    part = dataclasses.replace(librispeech.PARTS["dev-clean"], md5=md5)
+    monkeypatch.setitem(librispeech.PARTS, "dev-clean", part)
+    with pytest.raises(DownloadError, match=f"sha256 mismatch, expected {part.sha256}, got {sha}"):
+        librispeech.download_librispeech(tmp_path / "d", ["dev-clean"], base)
 
 
 def test_download_rejects_a_bad_checksum(mini, range_server, tmp_path: Path):
