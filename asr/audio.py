@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,42 @@ def segment_duration(path: str | Path, offset: float = 0.0, duration: float | No
     if offset == 0 and duration is None:
         return length
     return _segment_end(Path(path), length, offset, duration) - offset
+
+
+def read_blocks(
+    path: str | Path, sample_rate: int, block_seconds: float = 30.0
+) -> Iterator[np.ndarray]:
+    """Stream a file of any length as (S,) mono float32 blocks at `sample_rate`.
+
+    At most `block_seconds` of the file is read at a time (soundfile's block reading) and
+    resampled by one streaming resampler, so the blocks join into exactly what resampling the
+    whole file at once gives, without the whole file ever being in memory. Blocks may differ in
+    length (the resampler holds back a few samples); the last one flushes it. No length limit.
+    Raises AudioError naming the file when it is missing, unreadable, empty or non-finite.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            if f.frames == 0:
+                raise AudioError(f"{path}: empty audio (0 samples)")
+            stream = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1)
+            block = max(1, round(block_seconds * rate))
+            done = 0
+            for chunk in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                mono = np.ascontiguousarray(chunk.mean(axis=1), dtype=np.float32)
+                if not np.isfinite(mono).all():
+                    at = (done + np.flatnonzero(~np.isfinite(mono))[0]) / rate
+                    raise AudioError(
+                        f"{path}: audio contains NaN or infinite samples at {at:.2f} s"
+                    )
+                done += len(mono)
+                yield mono if stream is None else stream.resample_chunk(mono)
+            if stream is not None:
+                yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if isinstance(err, AudioError):
+            raise
+        raise AudioError(f"{path}: cannot read audio ({err})") from None

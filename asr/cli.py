@@ -181,8 +181,8 @@ def add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
         "--vad-aggressiveness",
         type=int,
         choices=[0, 1, 2, 3],
-        default=2,
-        help="WebRTC VAD mode: 0 keeps the most audio as speech, 3 the least (default 2)",
+        default=3,
+        help="WebRTC VAD mode: 0 keeps the most audio as speech, 3 the least (default 3)",
     )
     p.set_defaults(func=cmd_transcribe)
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asr.align import WordTiming
+from asr.segmenter import Segment
 
 
 @dataclass
@@ -75,11 +76,13 @@ def to_json_record(
     text: str,
     words: Sequence[WordTiming],
     nbest: list[tuple[str, float]] | None = None,
+    segments: Sequence[Segment] | None = None,
 ) -> dict:
     """One transcript as a JSON-ready dict; times rounded to milliseconds.
 
     {"file", "text", "words": [{"word", "start", "end", "confidence"}], "nbest": [{"text",
-    "score"}]}, the last only when `nbest` is given.
+    "score"}], "segments": [{"start", "end", "text"}]}, the last two only when given (a long
+    file cut at pauses has segments, times from the start of the file).
     """
     record: dict = {
         "file": path,
@@ -96,6 +99,10 @@ def to_json_record(
     }
     if nbest is not None:
         record["nbest"] = [{"text": t, "score": float(score)} for t, score in nbest]
+    if segments is not None:
+        record["segments"] = [
+            {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in segments
+        ]
     return record
 
 

@@ -2,6 +2,12 @@
 
 Greedy CTC decoding by default; with a `BeamSearchDecoder`, beam search (lexicon and/or n-gram
 LM). Optionally word timestamps and confidences by forced alignment of the hypothesis.
+
+A file longer than `long_seconds` is never loaded whole: a voice-activity pass reads it in
+blocks and cuts it at pauses into segments of at most `segmenter.max_seconds`
+(asr.segmenter), the segments are read one by one (each a manifest-style offset + duration)
+and batched through the model like short files, and their words are put back in order with
+times from the start of the file. Such a file has no length limit.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from asr.decode import ctc_greedy_decode
 from asr.decoders import make_decoder, resolve_lm, tuned_settings
 from asr.device import autocast, pick_device, resolve_precision
 from asr.model import Recogniser
+from asr.segmenter import Segment, SegmenterConfig, find_segments
 from asr.text import CharTokenizer
 from asr.tokenizers import Tokenizer
 
@@ -44,6 +51,8 @@ class FileResult:
     error: str | None = None  # one line naming the file and the cause
     words: list[WordTiming] | None = None
     nbest: list[tuple[str, float]] | None = None
+    # a long file's segments in time order, each with its own text (None for a short file)
+    segments: list[Segment] | None = None
 
 
 # What the batch methods take: a whole file's path, or a manifest's utterance (a segment of a
@@ -99,6 +108,8 @@ class Transcriber:
         batch_seconds: float = 200.0,
         num_workers: int = 0,
         decoder: BeamSearchDecoder | None = None,
+        long_seconds: float = 30.0,
+        segmenter: SegmenterConfig | None = None,
     ):
         self.device = torch.device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
@@ -107,6 +118,9 @@ class Transcriber:
         self.batch_seconds = batch_seconds
         self.num_workers = num_workers
         self.decoder = decoder
+        # files longer than this are cut at pauses (asr.segmenter) instead of loaded whole
+        self.long_seconds = long_seconds
+        self.segmenter = segmenter or SegmenterConfig()
         self.notes: list[str] = []  # what the user should know about the decoder's settings
 
     @classmethod
@@ -224,8 +238,15 @@ class Transcriber:
     def transcribe(
         self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None = None
     ) -> str:
-        """One file path, or a (S,) / (S, C) array at `sample_rate` -> text."""
+        """One file path (of any length), or a (S,) / (S, C) array at `sample_rate` -> text.
+
+        AudioError names a file that cannot be read."""
         if isinstance(audio, str | Path):
+            if self._is_long(audio):
+                result = self.transcribe_long(audio)
+                if result.text is None:
+                    raise AudioError(result.error)
+                return result.text
             wav = load_audio(audio, self.sample_rate)
         else:
             if sample_rate is None:
@@ -239,8 +260,13 @@ class Transcriber:
     ) -> Iterator[FileResult]:
         """Transcribe many files (or utterances) in length-sorted batches; bad ones give a
         FileResult with the error. Results come in batch order, not input order; their `path`
-        is `source_name` of the source."""
-        for item in self.log_probs_files(paths):
+        is `source_name` of the source. Files longer than `long_seconds` come last, one at a
+        time, cut into segments at pauses (see `transcribe_long`)."""
+        short, long = [], []
+        for source in paths:
+            is_long = not isinstance(source, Utterance) and self._is_long(source)
+            (long if is_long else short).append(source)
+        for item in self.log_probs_files(short):
             if isinstance(item, FileResult):
                 yield item
                 continue
@@ -251,6 +277,49 @@ class Transcriber:
                     yield FileResult(path, None, f"{path}: {rec.error}")
                 else:
                     yield FileResult(path, rec.text, words=rec.words, nbest=rec.nbest)
+        for path in long:
+            yield self.transcribe_long(path, timestamps)
+
+    def _is_long(self, path: str | Path) -> bool:
+        """Over `long_seconds` by its header (False when unreadable: loading reports why)."""
+        try:
+            return audio_duration(path) > self.long_seconds
+        except AudioError:
+            return False
+
+    def transcribe_long(self, path: str | Path, timestamps: bool = False) -> FileResult:
+        """One file of any length, in bounded memory: cut at pauses, segments batched through
+        the model, words and segments in time order with times from the start of the file.
+
+        The text is the segments' texts joined by spaces; the n-best lists are per segment, so
+        a long file has none. The error names the file (and the segment) that failed.
+        """
+        path = str(path)
+        try:
+            segments = find_segments(path, self.segmenter)
+        except AudioError as err:
+            return FileResult(path, None, str(err))
+        utts = [Utterance(path, s.end - s.start, "", offset=s.start) for s in segments]
+        words: list[WordTiming] = []
+        recognised: list[Recognition | None] = [None] * len(segments)
+        for item in self._log_probs_batches(utts):
+            if len(item) == 2:  # (index, error): a segment could not be read
+                return FileResult(path, None, item[1])
+            indices, log_probs, lengths = item
+            recognitions = self.decode_log_probs(log_probs, lengths, timestamps)
+            for i, rec in zip(indices, recognitions, strict=True):
+                if rec.error is not None:
+                    span = f"{segments[i].start:.2f}-{segments[i].end:.2f} s"
+                    return FileResult(path, None, f"{path}: segment {span}: {rec.error}")
+                recognised[i] = rec
+        for segment, rec in zip(segments, recognised, strict=True):
+            segment.text = rec.text
+            for w in rec.words or []:
+                words.append(
+                    WordTiming(w.word, w.start + segment.start, w.end + segment.start, w.confidence)
+                )
+        text = " ".join(s.text for s in segments if s.text)
+        return FileResult(path, text, words=words if timestamps else None, segments=segments)
 
     def log_probs_files(
         self, sources: Sequence[AudioSource]
@@ -260,8 +329,20 @@ class Transcriber:
         Yields (names, CPU log-probs (B, T', V), lengths (B,)) per batch, and a FileResult with
         the error for each source that cannot be read; names are `source_name`s.
         """
+        for item in self._log_probs_batches(sources):
+            if len(item) == 2:  # (index, error)
+                yield FileResult(source_name(sources[item[0]]), None, item[1])
+            else:
+                indices, log_probs, lengths = item
+                yield [source_name(sources[i]) for i in indices], log_probs, lengths
+
+    def _log_probs_batches(
+        self, sources: Sequence[AudioSource]
+    ) -> Iterator[tuple[int, str] | tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """`log_probs_files` by position: (indices into `sources`, log-probs (B, T', V),
+        lengths (B,)) per batch, (index, error) per source that cannot be read."""
         good, durations = [], []
-        for source in sources:
+        for i, source in enumerate(sources):
             if not isinstance(source, Utterance):
                 source = str(source)
             try:
@@ -269,14 +350,14 @@ class Transcriber:
                     durations.append(source.header_duration())
                 else:
                     durations.append(audio_duration(source))
-                good.append(source)
+                good.append((i, source))
             except AudioError as err:
-                yield FileResult(source_name(source), None, str(err))
+                yield i, str(err)
         if not good:
             return
         sampler = BucketBatchSampler(durations, self.batch_seconds, shuffle=False)
         loader = DataLoader(
-            _Files(good, self.sample_rate),
+            _Files([source for _, source in good], self.sample_rate),
             batch_sampler=sampler,
             collate_fn=_collate_or_errors,
             num_workers=self.num_workers,
@@ -285,11 +366,10 @@ class Transcriber:
         )
         for batch, errors in loader:
             for it in errors:
-                yield FileResult(source_name(good[it["index"]]), None, it["error"])
+                yield good[it["index"]][0], it["error"]
             if batch is not None:
                 log_probs, lengths = self.log_probs(batch["wavs"], batch["wav_lens"])
-                names = [source_name(good[i]) for i in batch["indices"].tolist()]
-                yield names, log_probs, lengths
+                yield [good[i][0] for i in batch["indices"].tolist()], log_probs, lengths
 
 
 def find_audio_files(inputs: Sequence[str | Path]) -> tuple[list[str], list[str]]:
