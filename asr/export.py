@@ -168,6 +168,27 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _trace_to(
+    buffer: io.BytesIO, model: Recogniser, wavs: torch.Tensor, lens: torch.Tensor
+) -> None:
+    """Trace `model` on the probe batch (B, S), (B,) into `buffer` as an ONNX graph."""
+    torch.onnx.export(
+        model,
+        (wavs, lens),
+        buffer,
+        input_names=["wavs", "wav_lens"],
+        output_names=["log_probs", "lengths"],
+        dynamic_axes={
+            "wavs": {0: "batch", 1: "samples"},
+            "wav_lens": {0: "batch"},
+            "log_probs": {0: "batch", 1: "frames"},
+            "lengths": {0: "batch"},
+        },
+        opset_version=OPSET,
+        dynamo=False,  # the TorchScript exporter turns packed sequences into sequence_lens
+    )
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
     """Export the checkpoint's recogniser to `out` (.onnx) and check it in onnxruntime.
 
@@ -188,21 +209,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), _quiet_stderr():
         warnings.simplefilter("ignore")  # the exporter's notes on RNNs and its own deprecation
-        torch.onnx.export(
-            traced,
-            (wavs, lens),
-            buffer,
-            input_names=["wavs", "wav_lens"],
-            output_names=["log_probs", "lengths"],
-            dynamic_axes={
-                "wavs": {0: "batch", 1: "samples"},
-                "wav_lens": {0: "batch"},
-                "log_probs": {0: "batch", 1: "frames"},
-                "lengths": {0: "batch"},
-            },
-            opset_version=OPSET,
-            dynamo=False,  # the TorchScript exporter turns packed sequences into sequence_lens
-        )
+        try:
+            _trace_to(buffer, traced, wavs, lens)
+        except Exception as err:  # the exporter raises many types; say which model and why
+            cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{checkpoint}: cannot export to ONNX ({cause})") from None
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(export_metadata(state))

@@ -219,7 +219,7 @@ def test_bad_models_give_one_line_errors_naming_the_file(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_export_writes_atomically_and_refuses_a_mismatch(tmp_path, monkeypatch):
+def test_export_writes_atomically_and_refuses_a_mismatch_or_a_failure(tmp_path, monkeypatch):
     _save_random_model(tmp_path / "m.pt", ModelConfig(n_mels=16, hidden_size=8, num_layers=1))
     out = tmp_path / "out" / "m.onnx"
     out.parent.mkdir()
@@ -227,6 +227,15 @@ def test_export_writes_atomically_and_refuses_a_mismatch(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="not written"):
         export_onnx(tmp_path / "m.pt", out)
     assert list(out.parent.iterdir()) == []  # no file, no temporary left behind
+    monkeypatch.undo()
+
+    def exporter_fails(*args) -> None:
+        raise RuntimeError("Unsupported: an operator\nmore detail")
+
+    monkeypatch.setattr(asr.export, "_trace_to", exporter_fails)
+    with pytest.raises(CheckpointError, match=r"m\.pt: cannot export to ONNX \(Unsupported"):
+        export_onnx(tmp_path / "m.pt", out)
+    assert list(out.parent.iterdir()) == []
     monkeypatch.undo()
     export_onnx(tmp_path / "m.pt", out)
     assert [p.name for p in out.parent.iterdir()] == ["m.onnx"]
