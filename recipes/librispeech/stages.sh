@@ -49,7 +49,7 @@ librispeech_stages() {
     case $lm in
       official)
         # OpenSLR 11: the official ARPA models, lower-cased into LM folders whose lexicon is
-        # librispeech-lexicon.txt's 200k words (data_prep/librispeech.py).
+        # the words of librispeech-lexicon.txt (data_prep/librispeech.py).
         corpus_args librispeech_lm librispeech-lm "$lm_source"
         $asr prepare librispeech_lm "${corpus_args[@]}" --out-dir "$exp_dir/lms" \
           --models "$official_lms" ;;
