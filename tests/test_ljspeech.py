@@ -292,7 +292,7 @@ def test_recipe_runs_every_stage_on_a_tone_corpus(tmp_path: Path):
     assert [Path(f).stem for f, _ in lines] == [clip_id(25), clip_id(75)]
 
 
-TINY_MODEL = [  # about 200 steps of a 12 k-parameter model: a few seconds of one core
+TINY_MODEL = [  # 180 steps of a 33 k-parameter model: seconds of one core
     "data.batch_seconds=2",
     "data.num_workers=0",
     "features.sample_rate=8000",
