@@ -24,18 +24,68 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the cause."""
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save through a temporary file + rename: a crash never leaves a half-written file."""
+def save_checkpoint(path: str | Path, state: dict, keep_previous: bool = False) -> None:
+    """torch.save through a temporary file, fsync of file and folder, then rename: a crash or
+    kill never leaves a half-written file, and a failed write (a full disk) leaves the old one.
+
+    With `keep_previous`, the file being replaced is kept as PATH's `previous_of` name, so that
+    one intact checkpoint survives even a disk that corrupts the newest.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save({"version": VERSION, **state}, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous_of(path))
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({err.strerror or err}); "
+            "the previous one is left as it was"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def previous_of(path: Path) -> Path:
+    """Where `save_checkpoint(keep_previous=True)` keeps the file it replaced: last.prev.pt."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_resumable(path: str | Path) -> tuple[dict, Path]:
+    """The checkpoint at `path`, or when it is unreadable (a truncated or empty file) the one
+    it replaced (`previous_of`), saying so; CheckpointError naming both when neither loads."""
+    path = Path(path)
+    try:
+        return load_checkpoint(path), path
+    except CheckpointError as err:
+        previous = previous_of(path)
+        if not previous.is_file():
+            raise
+        state = load_checkpoint(previous)
+        print(f"warning: {err}; resuming from {previous} (the checkpoint before it) instead")
+        return state, previous
 
 
 def load_checkpoint(path: str | Path) -> dict:

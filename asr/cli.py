@@ -50,14 +50,21 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from asr.config import load_config
-    from asr.train import train
+    from asr.train import TrainingError, TrainingStopped, train
 
     if args.config is None and not args.resume:
         return _fail("--config is required unless --resume")
     if args.config is not None and args.resume:
         return _fail("--config cannot be combined with --resume: the checkpoint carries its config")
     cfg = load_config(args.config, args.overrides) if not args.resume else None
-    result = train(cfg, args.out_dir, resume=args.resume, overrides=args.overrides)
+    try:
+        result = train(cfg, args.out_dir, resume=args.resume, overrides=args.overrides)
+    except TrainingError as err:
+        return _fail(str(err))
+    except TrainingStopped as stop:
+        if os.environ.get("RANK", "0") == "0":
+            print(str(stop), file=sys.stderr)
+        return 128 + stop.signal  # the shell's code for a process ended by that signal
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 speaks for all
     p = result.progress

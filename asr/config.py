@@ -28,6 +28,7 @@ class DataConfig:
     batch_seconds: float = 120.0  # padded audio seconds per batch (the batch size)
     num_workers: int = 2  # DataLoader worker processes
     cmvn_max_utts: int = 2000  # CMVN statistics from at most this many training utterances
+    max_duration: float = 0.0  # leave out training utterances longer than this (s; 0 = keep all)
     # output units (asr/tokenizers.py): char, phone (space-separated tokens of the text) or bpe
     units: str = "char"
     bpe_vocab_size: int = 500  # pieces of the SentencePiece BPE model trained on the training text
@@ -53,6 +54,7 @@ class TrainConfig:
     average_last: int = 0
     validate_every_epochs: int = 1  # dev-set WER every N epochs (and always after the last)
     accumulate: int = 1  # global batches (data.batch_seconds each) per optimizer step
+    max_bad_steps: int = 10  # stop after this many steps in a row with a non-finite loss/gradient
     seed: int = 0  # seeds initialisation, batching and augmentation
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
     progress: bool = True  # tqdm progress bar

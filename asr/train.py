@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -16,7 +18,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from asr.audio import AudioError
-from asr.checkpoint import average_weights, load_checkpoint, save_checkpoint
+from asr.checkpoint import average_weights, load_checkpoint, load_resumable, save_checkpoint
 from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from asr.data import (
     BucketBatchSampler,
@@ -64,6 +66,9 @@ class Progress:
     best_wer: float = math.inf  # best dev WER so far
     best_step: int = -1
     total_steps: int = 0  # length of the LR schedule (re-planned to fit train.max_minutes)
+    bad_steps: int = 0  # steps skipped for a non-finite loss or gradient
+    split_steps: int = 0  # steps redone in smaller pieces after running out of memory
+    skipped_batches: int = 0  # batches left out: out of memory even one utterance at a time
 
 
 @dataclass
@@ -132,6 +137,52 @@ def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to do."""
+
+
+class TrainingStopped(Exception):
+    """SIGINT or SIGTERM: last.pt was written at the end of a step; `signal` is its number."""
+
+    def __init__(self, signal_number: int, message: str):
+        super().__init__(message)
+        self.signal = signal_number
+
+
+def split_batch(batch: dict, pieces: int) -> list[dict]:
+    """A collated batch -> up to `pieces` smaller batches (padding trimmed to each).
+
+    >>> b = {"wavs": torch.zeros(3, 9), "wav_lens": torch.tensor([9, 4, 2]),
+    ...      "tokens": torch.zeros(3, 5, dtype=torch.long), "token_lens": torch.tensor([5, 2, 1]),
+    ...      "indices": torch.tensor([7, 8, 9])}
+    >>> [(p["wavs"].shape[1], p["tokens"].shape[1], p["indices"].tolist())
+    ...  for p in split_batch(b, 2)]
+    [(9, 5, [7, 8]), (2, 1, [9])]
+    """
+    out = []
+    for rows in torch.arange(len(batch["wav_lens"])).tensor_split(pieces):
+        if len(rows) == 0:
+            continue
+        wav_lens, token_lens = batch["wav_lens"][rows], batch["token_lens"][rows]
+        out.append(
+            {
+                "wavs": batch["wavs"][rows, : int(wav_lens.max())],
+                "wav_lens": wav_lens,
+                "tokens": batch["tokens"][rows, : max(int(token_lens.max()), 1)],
+                "token_lens": token_lens,
+                "indices": batch["indices"][rows],
+            }
+        )
+    return out
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError or MemoryError)."""
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
 class Trainer:
     """Owns the model, optimiser and data of one experiment folder."""
 
@@ -146,7 +197,9 @@ class Trainer:
         self.device = process_device(pick_device(tc.device), self.dist)
         configure_backends(self.device)
         self.dtype = resolve_precision(tc.precision, self.device)
-        self.train_utts = load_normalised(cfg.data.train_manifest, "train")
+        self.train_utts = self._within_max_duration(
+            load_normalised(cfg.data.train_manifest, "train")
+        )
         self.dev_utts = load_normalised(cfg.data.dev_manifest, "dev")
         check_audio(self.train_utts, cfg.data.train_manifest)
         self.tokenizer = build_tokenizer(
@@ -199,6 +252,24 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.sampler.batches()) / self.cfg.train.accumulate)
 
+    def _within_max_duration(self, utts: list[Utterance]) -> list[Utterance]:
+        """Training utterances no longer than data.max_duration; says how many were left out."""
+        limit = self.cfg.data.max_duration
+        if limit <= 0:
+            return utts
+        kept = [u for u in utts if u.duration <= limit]
+        if not kept:
+            raise ValueError(
+                f"{self.cfg.data.train_manifest}: every utterance is over "
+                f"data.max_duration={limit:g} s"
+            )
+        if len(kept) < len(utts):
+            print(
+                f"{self.cfg.data.train_manifest}: {len(utts) - len(kept)} utterance(s) longer "
+                f"than data.max_duration={limit:g} s left out"
+            )
+        return kept
+
     def _report_dev_oov(self) -> None:
         unknown: set[str] = set()
         for u in self.dev_utts:
@@ -242,7 +313,8 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.out_dir / name
-        save_checkpoint(path, self.state_dict())
+        # last.pt keeps the one it replaces (last.prev.pt): --resume falls back to it
+        save_checkpoint(path, self.state_dict(), keep_previous=name == "last.pt")
         return path
 
     # ---- steps -------------------------------------------------------------------------
@@ -283,34 +355,75 @@ class Trainer:
         )
         return (losses / token_lens.clamp(min=1)).sum(), len(wav_lens)
 
-    def train_step(self, batches: list[dict]) -> float:
+    def train_step(self, batches: list[dict]) -> float | None:
         """One optimizer step over `train.accumulate` global batches (this process's shares).
 
         Each global batch's loss is the mean over its utterances, on whichever process they
         are: a process scales its sum by world size / global count, and DDP's gradient mean
         makes that the global mean. The batches of one step weigh the same. Returns the mean
-        loss over all processes.
+        loss over all processes; NaN when the loss or gradient is not finite (the step is
+        skipped: weights and optimizer state untouched); None when out of memory even one
+        utterance at a time (skipped). Out of memory, the step is redone in halves, quarters...
         """
         self.model.train()
+        pieces = 1
+        while True:
+            try:
+                total = self._accumulate(batches, pieces)
+                break
+            except (RuntimeError, MemoryError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.dist.enabled:  # the other processes wait in a collective: no retry
+                    raise TrainingError(
+                        f"out of memory in a batch at epoch {self.progress.epoch + 1}, batch "
+                        f"{self.progress.batch} (process {self.dist.rank}): lower "
+                        "data.batch_seconds or set data.max_duration"
+                    ) from None
+                largest = max(len(b["wav_lens"]) for b in batches)
+                if pieces >= largest:
+                    self.progress.skipped_batches += len(batches)
+                    print(
+                        f"warning: out of memory even one utterance at a time: batch(es) left "
+                        f"out at epoch {self.progress.epoch + 1} ({self.progress.skipped_batches}"
+                        " in all); consider data.max_duration"
+                    )
+                    return None
+                pieces *= 2
+                self.progress.split_steps += 1
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        (total,) = all_reduce_sum([total], self.dist, self.device)
+        if not self.scaler.is_enabled() and not (math.isfinite(total) and torch.isfinite(norm)):
+            # (with fp16 the scaler skips such steps itself, and lowers its scale)
+            self.optimizer.zero_grad(set_to_none=True)
+            return math.nan
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return total
+
+    def _accumulate(self, batches: list[dict], pieces: int) -> float:
+        """Gradients of the step's batches, each cut into `pieces`; returns the summed loss."""
         self.optimizer.zero_grad(set_to_none=True)
         world = self.dist.world_size
         total = 0.0
         for j, batch in enumerate(batches):
-            last = j == len(batches) - 1
-            # Gradients are averaged across processes once, after the step's last batch.
-            sync = last or self.ddp is None
-            with nullcontext() if sync else self.ddp.no_sync():
-                loss_sum, count = self._loss_sum(batch)
-                (global_count,) = all_reduce_sum([count], self.dist, self.device)
-                loss = loss_sum * (world / global_count) / len(batches)
-                self.scaler.scale(loss).backward()
-            total += float(loss.detach()) / world
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        (total,) = all_reduce_sum([total], self.dist, self.device)
+            (global_count,) = all_reduce_sum([len(batch["wav_lens"])], self.dist, self.device)
+            weight = world / global_count / len(batches)
+            chunks = split_batch(batch, pieces) if pieces > 1 else [batch]
+            for k, chunk in enumerate(chunks):
+                last = j == len(batches) - 1 and k == len(chunks) - 1
+                # Gradients are averaged across processes once, after the step's last batch.
+                sync = last or self.ddp is None
+                with nullcontext() if sync else self.ddp.no_sync():
+                    loss_sum, _ = self._loss_sum(chunk)
+                    loss = loss_sum * weight
+                    self.scaler.scale(loss).backward()
+                total += float(loss.detach()) / world
         return total
 
     def validate(self) -> float:
@@ -383,13 +496,42 @@ class Trainer:
         self.model.load_state_dict(trained)  # last.pt and further training go on from here
 
     def _agree(self) -> bool:
-        """Rank 0's schedule length and stop decision, on every process; True = stop now."""
+        """Rank 0's schedule length and stop decision, on every process; True = stop now.
+
+        A SIGINT/SIGTERM that reached any process stops all of them here: last.pt is written
+        and TrainingStopped raised.
+        """
         p = self.progress
         stop = self._schedule_done() or self._budget_spent()
         p.total_steps, stop = broadcast_from_main(
             [p.total_steps, int(stop)], self.dist, self.device
         )
+        (signalled,) = all_reduce_sum([float(self._signal)], self.dist, self.device)
+        if signalled:
+            number = self._signal or signal.SIGTERM
+            self._save_main("last.pt")
+            raise TrainingStopped(
+                number,
+                f"stopped by {signal.Signals(number).name} after step {p.step}: saved "
+                f"{self.out_dir / 'last.pt'}; continue with: asr train --out-dir {self.out_dir} "
+                "--resume",
+            )
         return bool(stop)
+
+    def _on_signal(self, number: int, frame) -> None:
+        if self._signal:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self._signal = number
+        if self.dist.is_main:
+            name = signal.Signals(number).name
+            print(f"{name}: stopping at the end of this step (again to stop at once)", flush=True)
+
+    def _catch_signals(self) -> dict:
+        """SIGINT and SIGTERM set a flag read after each step; returns the old handlers."""
+        self._signal = 0
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def _log(self, writer: SummaryWriter | None, tag: str, value: float) -> None:
         if writer is not None:
@@ -409,6 +551,8 @@ class Trainer:
         loader = self._loader(self.dataset, sampler)
         p = self.progress
         stopped = False
+        bad_in_row = 0
+        old_handlers = self._catch_signals()
         try:
             while not self._agree():
                 sampler.set_epoch(p.epoch, start_batch=p.batch)
@@ -432,6 +576,15 @@ class Trainer:
                     now = time.perf_counter()
                     p.elapsed += now - tick
                     tick = now
+                    if loss is None or math.isnan(loss):  # skipped (out of memory / non-finite)
+                        if loss is not None:
+                            bad_in_row += 1
+                            self._bad_step(bad_in_row, writer)
+                        if self._agree():
+                            stopped = True
+                            break
+                        continue
+                    bad_in_row = 0
                     p.step += 1
                     result.losses.append(loss)
                     lr = self.scheduler.get_last_lr()[0]
@@ -469,9 +622,14 @@ class Trainer:
         except KeyboardInterrupt:
             self._save_main("last.pt")
             if main:
-                print(f"interrupted: saved {self.out_dir / 'last.pt'}; continue with --resume")
+                print(
+                    f"interrupted mid-step: saved {self.out_dir / 'last.pt'}; continue with "
+                    "--resume (from the start of the epoch's next batch)"
+                )
             raise
         finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
             if writer is not None:
                 writer.close()
         if main:
@@ -485,6 +643,24 @@ class Trainer:
             atomic_write_text(self.out_dir / "train_summary.json", text)
         barrier(self.dist)
         return result
+
+    def _bad_step(self, in_row: int, writer: SummaryWriter | None) -> None:
+        """Count a step skipped for a non-finite loss or gradient; stop after too many."""
+        p = self.progress
+        p.bad_steps += 1
+        self._log(writer, "train/bad_steps", p.bad_steps)
+        where = f"epoch {p.epoch + 1}, batch {p.batch}"
+        if self.dist.is_main:
+            print(
+                f"warning: step skipped at {where}: non-finite loss or gradient "
+                f"({in_row} in a row, {p.bad_steps} in all)"
+            )
+        if in_row >= self.cfg.train.max_bad_steps:
+            raise TrainingError(
+                f"{in_row} steps in a row with a non-finite loss or gradient (up to {where}): "
+                "lower train.lr or check the training data; "
+                f"{self.out_dir / 'last.pt'} holds the last saved state"
+            )
 
     def _save_main(self, name: str) -> None:
         """Checkpoint on rank 0; the others wait, so all go on with it written."""
@@ -500,7 +676,7 @@ def train(
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
     if resume:
-        state = load_checkpoint(last)
+        state, _ = load_resumable(last)
         # Overrides given on resume (a longer budget, say) apply on top of the saved config.
         cfg = apply_overrides(from_dict(state["config"]), overrides)
         trainer = Trainer(cfg, out_dir)
