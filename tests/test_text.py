@@ -141,3 +141,10 @@ def test_normalize_text_is_idempotent_on_cased_marked_and_compatibility_characte
         for text in (c, f"A{c}\u0308"):
             once = normalize_text(text)
             assert normalize_text(once) == once, (hex(ord(c)), text, once)
+
+
+def test_ascii_fast_path_treats_every_ascii_character_as_the_general_path_does():
+    for code in range(128):
+        c = chr(code)
+        general = normalize_text(f"é{c}é{c}").replace("é", "e")  # not ASCII: the general path
+        assert normalize_text(f"e{c}e{c}") == general, repr(c)
