@@ -4,7 +4,6 @@ named by file and line while the good ones are still written; the refusal of Kal
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import data_prep.split
 from asr.cli import main
 from asr.data import read_manifest
 from data_prep.csv_table import prepare_csv_table
@@ -225,12 +223,6 @@ def test_folder_file_outside_speaker_folders_is_reported(tmp_path: Path):
 
 
 # --- split rules -------------------------------------------------------------------------
-
-
-def test_split_doctests():
-    """data_prep/ is not in pytest's doctest paths: its examples run here."""
-    result = doctest.testmod(data_prep.split)
-    assert result.attempted >= 5 and result.failed == 0
 
 
 @pytest.mark.parametrize(
