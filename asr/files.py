@@ -220,9 +220,11 @@ def extract_archive(archive: Path, dest: Path) -> None:
     Members that would land outside `dest` (absolute paths, `..`, links pointing out, through
     the archive's own symlinks included) and device files are refused with DownloadError
     before anything is written. The archive is unpacked into a hidden temporary folder in
-    `dest`, its top-level entries are then moved into place (replacing what an interrupted
-    run left), and a `.<archive name>.completed` marker is written last: a later call with
-    the marker present does nothing.
+    `dest`, then merged into place: folders merge with folders already there (two archives
+    of one corpus, such as LibriSpeech's parts under `LibriSpeech/`, fill the same tree), and
+    its files replace files of the same name (what an interrupted run left). A
+    `.<archive name>.completed` marker is written last: a later call with the marker present
+    does nothing.
     """
     archive, dest = Path(archive), Path(dest)
     marker = dest / f".{archive.name}.completed"
@@ -233,16 +235,25 @@ def extract_archive(archive: Path, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
     try:
         _unpack(archive, tmp)
-        for entry in sorted(tmp.iterdir()):
-            target = dest / entry.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            os.replace(entry, target)
+        _merge(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_text(marker, stamp)
+
+
+def _merge(source: Path, dest: Path) -> None:
+    """Move the entries of folder `source` into folder `dest`, merging sub-folders."""
+    for entry in sorted(source.iterdir()):
+        target = dest / entry.name
+        is_dir = entry.is_dir() and not entry.is_symlink()
+        if is_dir and target.is_dir() and not target.is_symlink():
+            _merge(entry, target)
+            continue
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(entry, target)
 
 
 def _unpack(archive: Path, into: Path) -> None:

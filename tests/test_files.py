@@ -289,13 +289,25 @@ def test_extraction_is_idempotent_and_redone_when_interrupted(tmp_path):
     extract_archive(tar, dest)  # completed before: left alone
     assert (dest / "top/a.txt").read_bytes() == b"changed"
 
-    # An interrupted run: some of the tree, no marker. The next call replaces it whole.
+    # An interrupted run: some of the tree, no marker. The next call puts back every file of
+    # the archive; a file it does not hold may be another archive's, and stays.
     (dest / ".data.tar.gz.completed").unlink()
     (dest / "top/b.txt").unlink()
-    (dest / "top/stray.txt").write_bytes(b"half-written")
+    (dest / "top/other.txt").write_bytes(b"another archive's")
     extract_archive(tar, dest)
-    assert sorted(p.name for p in (dest / "top").iterdir()) == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in (dest / "top").iterdir()) == ["a.txt", "b.txt", "other.txt"]
     assert (dest / "top/a.txt").read_bytes() == b"hello"
+
+
+def test_archives_of_one_tree_merge(tmp_path):
+    """Two parts that unpack under the same top folder (as LibriSpeech's do) both stay."""
+    one = _tar(tmp_path / "one.tar.gz", [_file("LibriSpeech/dev-clean/1.txt", b"1")])
+    two = _tar(tmp_path / "two.tar.gz", [_file("LibriSpeech/test-clean/2.txt", b"2")])
+    extract_archive(one, tmp_path / "out")
+    extract_archive(two, tmp_path / "out")
+    tree = tmp_path / "out" / "LibriSpeech"
+    assert (tree / "dev-clean/1.txt").read_bytes() == b"1"
+    assert (tree / "test-clean/2.txt").read_bytes() == b"2"
 
 
 def test_corrupt_archive_is_named(tmp_path):
