@@ -46,8 +46,8 @@ def write_manifest_lines(source: Path, lines: int, out: Path) -> None:
             if row["duration"] > 0.3:
                 row["audio_filepath"] = str(folder / row["audio_filepath"])  # absolute stays so
                 rows.append(row)
-    if lines > 1000 * len(rows):
-        raise SystemExit(f"{lines} lines: at most 1000 segments of each of {len(rows)} files")
+    if lines > 2000 * len(rows):
+        raise SystemExit(f"{lines} lines: at most 2000 segments of each of {len(rows)} files")
     with out.open("w", encoding="utf-8") as f:
         for i in range(lines):
             k, j = divmod(i, len(rows))
