@@ -12,6 +12,8 @@ import torch
 
 # An utterance longer than this is almost surely a wrong file (a whole recording, not a segment).
 MAX_SECONDS = 600.0
+# Shorter than this (a few samples) holds no speech and gives the model not one feature frame.
+MIN_SECONDS = 0.01
 
 
 class AudioError(ValueError):
@@ -24,6 +26,10 @@ def _check(samples: np.ndarray, sample_rate: int, name: str, max_seconds: float)
     if not np.isfinite(samples).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     seconds = samples.shape[0] / sample_rate
+    if seconds < MIN_SECONDS:
+        raise AudioError(
+            f"{name}: audio too short ({samples.shape[0]} samples, under {1000 * MIN_SECONDS:g} ms)"
+        )
     if seconds > max_seconds:
         raise AudioError(f"{name}: audio is {seconds:.1f} s long, over the {max_seconds:g} s limit")
 
@@ -70,7 +76,13 @@ def load_audio(
     try:
         with sf.SoundFile(str(path)) as f:
             rate = f.samplerate
+            _check_complete(path, f)
             start, frames = _segment_frames(path, f.frames, rate, offset, duration)
+            seconds = (f.frames - start if frames < 0 else frames) / rate
+            if seconds > max_seconds:  # refused from the header, before reading hours of audio
+                raise AudioError(
+                    f"{path}: audio is {seconds:.1f} s long, over the {max_seconds:g} s limit"
+                )
             if start:
                 f.seek(start)
             samples = f.read(frames, dtype="float32", always_2d=True)
@@ -79,6 +91,35 @@ def load_audio(
             raise
         raise AudioError(f"{path}: cannot read audio ({err})") from None
     return to_mono_resampled(samples, rate, sample_rate, str(path), max_seconds)
+
+
+def _check_complete(path: Path, f: sf.SoundFile) -> None:
+    """AudioError when a WAV file holds less sample data than its header declares (a copy cut
+    short): libsndfile would silently read the part that is there. Streamed WAVs whose header
+    declares 0 or 0xFFFFFFFF bytes (length unknown when written) are not checked."""
+    if f.format != "WAV":
+        return
+    with open(path, "rb") as raw:
+        head = raw.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        while chunk := raw.read(8):
+            if len(chunk) < 8:
+                return
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                declared = size
+                break
+            raw.seek(size + (size & 1), 1)  # chunks are padded to an even size
+        else:
+            return
+        held = path.stat().st_size - raw.tell()
+    if declared in (0, 0xFFFFFFFF) or held >= declared:
+        return
+    raise AudioError(
+        f"{path}: truncated: the header declares {declared} bytes of samples, the file holds "
+        f"only {held}"
+    )
 
 
 # Segment times (Kaldi `segments`, lhotse supervisions) are often rounded: a segment may end
@@ -112,11 +153,18 @@ def _segment_frames(
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the file header; AudioError when the header cannot be read."""
     try:
-        info = sf.info(str(path))
+        with sf.SoundFile(str(path)) as info:
+            _check_complete(Path(path), info)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if isinstance(err, AudioError):
+            raise
         raise AudioError(f"{path}: cannot read audio header ({err})") from None
     if info.frames <= 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
+    if info.frames < MIN_SECONDS * info.samplerate:
+        raise AudioError(
+            f"{path}: audio too short ({info.frames} samples, under {1000 * MIN_SECONDS:g} ms)"
+        )
     return info.frames / info.samplerate
 
 
@@ -150,6 +198,7 @@ def read_blocks(
             rate = f.samplerate
             if f.frames == 0:
                 raise AudioError(f"{path}: empty audio (0 samples)")
+            _check_complete(path, f)
             stream = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1)
             block = max(1, round(block_seconds * rate))
             done = 0

@@ -315,11 +315,14 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from asr.data import read_manifest
     from asr.evaluate import evaluate_utterances
     from asr.metrics import write_report
+    from asr.validate import refuse_problems, validate_manifest
 
-    utts = read_manifest(args.manifest)
+    # Line errors refuse the manifest; an unreadable audio file is one failed utterance.
+    validation = validate_manifest(args.manifest)
+    refuse_problems(validation, audio=False)
+    utts = validation.usable(audio_problems=True)
     transcriber = _transcriber(args)
     result = evaluate_utterances(transcriber, utts, progress=sys.stderr.isatty())
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model).parent
@@ -352,6 +355,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     for line in result.failures:
         print(f"asr: skipped {line}", file=sys.stderr)
+    if result.failures:
+        print(
+            f"asr: {len(result.failures)} utterance(s) failed, {s.utterances} scored",
+            file=sys.stderr,
+        )
     return 1 if result.failures else 0
 
 
@@ -374,6 +382,38 @@ def _update_results(path: Path, name: str, entry: dict) -> None:
     results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     results[name] = entry
     atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def add_validate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="list every problem of a manifest, one per line",
+        description="Check manifests line by line (JSON, fields, durations against the audio "
+        "headers, duplicates, empty text; with --model, the vocabulary). Every problem is one "
+        "line MANIFEST:LINE: CAUSE; the exit code is 1 when there is any.",
+    )
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSON-lines manifest(s)")
+    p.add_argument("--model", help="checkpoint (.pt) whose vocabulary the text must fit")
+    p.add_argument("--no-audio", action="store_true", help="do not read the audio headers")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from asr.checkpoint import load_checkpoint
+    from asr.tokenizers import tokenizer_from_state
+    from asr.validate import validate_manifest
+
+    tokenizer = None
+    if args.model is not None:
+        tokenizer = tokenizer_from_state(load_checkpoint(args.model)["tokenizer"])
+    bad = 0
+    for manifest in args.manifests:
+        result = validate_manifest(manifest, tokenizer, check_audio=not args.no_audio)
+        for problem in sorted(result.problems + result.notes, key=lambda p: p.line):
+            print(problem)
+        print(result.summary())
+        bad += bool(result.problems)
+    return 1 if bad else 0
 
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
@@ -569,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asr", description="Speech recognition with recurrent networks and CTC."
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (before the command)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     add_transcribe_parser(sub)
@@ -577,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_lm_parser(sub)
     add_prepare_parser(sub)
+    add_validate_parser(sub)
     return parser
 
 
@@ -584,10 +628,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
-        return _fail(str(err))
     except KeyboardInterrupt:
         return 130
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        return _fail(str(err))
+    except OSError as err:  # a permission, a full disk, a folder where a file was expected
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(f"{where}{err.strerror or err}")
+    except Exception as err:
+        if args.debug:
+            raise
+        return _fail(f"unexpected {type(err).__name__}: {err} (`asr --debug ...` shows where)")
 
 
 if __name__ == "__main__":

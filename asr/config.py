@@ -29,6 +29,7 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes
     cmvn_max_utts: int = 2000  # CMVN statistics from at most this many training utterances
     max_duration: float = 0.0  # leave out training utterances longer than this (s; 0 = keep all)
+    drop_bad_lines: bool = False  # leave out manifest lines `asr validate` rejects (else refuse)
     # output units (asr/tokenizers.py): char, phone (space-separated tokens of the text) or bpe
     units: str = "char"
     bpe_vocab_size: int = 500  # pieces of the SentencePiece BPE model trained on the training text

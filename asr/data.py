@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from asr.audio import audio_duration, load_audio, segment_duration
+from asr.audio import AudioError, audio_duration, load_audio, segment_duration
 from asr.augment import WaveAugmentConfig, augment_waveform
 from asr.files import atomic_write_text
 from asr.tokenizers import Tokenizer
@@ -66,7 +66,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         raise ManifestError(f"{path}: no such manifest")
     folder = path.resolve().parent
     utts = []
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:  # a byte-order mark is accepted (asr validate)
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -109,7 +109,9 @@ def write_manifest(path: str | Path, utts: Iterable[Utterance], relative: bool =
 
 
 class SpeechDataset(Dataset):
-    """Utterance i -> {"wav": (S,) float32, "tokens": (L,) int64, "index": i}.
+    """Utterance i -> {"wav": (S,) float32, "tokens": (L,) int64, "index": i}, or
+    {"error": "PATH: cause", "index": i} when its audio cannot be loaded (a file deleted or
+    corrupted after the manifest was checked), so a DataLoader worker never dies of one file.
 
     Waveform augmentation is seeded by (seed, epoch, index), so it is the same whichever
     worker loads the item, and an interrupted epoch resumes with the same augmentations.
@@ -135,7 +137,12 @@ class SpeechDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utts[index]
-        wav = utt.load(self.sample_rate)
+        try:
+            wav = utt.load(self.sample_rate)
+        except AudioError as err:
+            return {"error": str(err), "index": index}
+        except OSError as err:
+            return {"error": f"{utt.key}: cannot read ({err.strerror or err})", "index": index}
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             wav = augment_waveform(wav, self.sample_rate, self.augment, rng)
@@ -144,14 +151,19 @@ class SpeechDataset(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    """Pad a list of dataset items into a batch.
+    """Pad a list of dataset items into a batch; error items are left out and listed.
 
-    Returns wavs (B, S_max), wav_lens (B,), tokens (B, L_max), token_lens (B,), indices (B,).
+    Returns wavs (B, S_max), wav_lens (B,), tokens (B, L_max), token_lens (B,), indices (B,),
+    and errors (one "PATH: cause" per item left out). B may be 0 when every item failed.
     """
+    errors = [it["error"] for it in items if "error" in it]
+    items = [it for it in items if "error" not in it]
     wav_lens = torch.tensor([len(it["wav"]) for it in items], dtype=torch.long)
     token_lens = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
-    wavs = torch.zeros(len(items), int(wav_lens.max()))
-    tokens = torch.zeros(len(items), max(int(token_lens.max()), 1), dtype=torch.long)
+    wavs = torch.zeros(len(items), int(wav_lens.max()) if items else 0)
+    tokens = torch.zeros(
+        len(items), max(int(token_lens.max()) if items else 0, 1), dtype=torch.long
+    )
     for i, it in enumerate(items):
         wavs[i, : len(it["wav"])] = it["wav"]
         tokens[i, : len(it["tokens"])] = it["tokens"]
@@ -162,6 +174,7 @@ def collate(items: list[dict]) -> dict:
         "tokens": tokens,
         "token_lens": token_lens,
         "indices": indices,
+        "errors": errors,
     }
 
 

@@ -17,7 +17,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
-from asr.audio import AudioError
 from asr.checkpoint import average_weights, load_checkpoint, load_resumable, save_checkpoint
 from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from asr.data import (
@@ -25,7 +24,6 @@ from asr.data import (
     SpeechDataset,
     Utterance,
     collate,
-    read_manifest,
 )
 from asr.device import autocast, configure_backends, pick_device, resolve_precision
 from asr.distributed import (
@@ -45,15 +43,19 @@ from asr.progress import progress_bar
 from asr.text import normalize_text
 from asr.tokenizers import build_tokenizer, tokenizer_from_state
 from asr.transcribe import Transcriber
+from asr.validate import validate_manifest
 
 
 class DataError(ValueError):
     """Training data with problems; `problems` has one line per bad utterance."""
 
-    def __init__(self, problems: list[str]):
-        super().__init__(
-            f"{len(problems)} problem(s) in the training data:\n" + "\n".join(problems)
-        )
+    def __init__(
+        self,
+        problems: list[str],
+        where: str = "the training data",
+        hint: str = "`asr validate` lists them, data.drop_bad_lines=true leaves such lines out",
+    ):
+        super().__init__(f"{len(problems)} problem(s) in {where}; {hint}:\n" + "\n".join(problems))
         self.problems = problems
 
 
@@ -68,7 +70,10 @@ class Progress:
     total_steps: int = 0  # length of the LR schedule (re-planned to fit train.max_minutes)
     bad_steps: int = 0  # steps skipped for a non-finite loss or gradient
     split_steps: int = 0  # steps redone in smaller pieces after running out of memory
-    skipped_batches: int = 0  # batches left out: out of memory even one utterance at a time
+    # batches left out: out of memory even one utterance at a time, or no utterance of a
+    # process's share could be loaded
+    skipped_batches: int = 0
+    failed_utterances: int = 0  # utterances whose audio could not be loaded (named in the log)
 
 
 @dataclass
@@ -79,24 +84,32 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per validation
 
 
-def load_normalised(manifest: str, role: str) -> list[Utterance]:
-    """Utterances of one or more comma-separated manifests, text normalised."""
+def load_normalised(manifest: str, role: str, drop_bad_lines: bool = False) -> list[Utterance]:
+    """Utterances of one or more comma-separated manifests, checked by `asr validate`'s rules
+    (audio headers included), text normalised.
+
+    A manifest with problems raises DataError listing every one, in `asr validate`'s words;
+    with `drop_bad_lines` its bad lines are left out instead, with a count.
+    """
     if not manifest:
         raise ValueError(f"data.{role}_manifest is not set")
-    utts = [u for path in manifest.split(",") for u in read_manifest(path)]
+    utts, problems = [], []
+    for path in manifest.split(","):
+        validation = validate_manifest(path)
+        utts += validation.usable()
+        problems += [str(p) for p in validation.problems]
+        if validation.problems and drop_bad_lines:
+            for line in problems[-len(validation.problems) :]:
+                print(f"warning: {line}")
+            print(
+                f"{path}: {validation.bad_lines} bad line(s) of {validation.total} left out "
+                "(data.drop_bad_lines)"
+            )
+    if problems and not drop_bad_lines:
+        raise DataError(problems, f"data.{role}_manifest")
+    if not utts:
+        raise DataError(problems, f"data.{role}_manifest")
     return [replace(u, text=normalize_text(u.text)) for u in utts]
-
-
-def check_audio(utts: list[Utterance], manifest: str) -> None:
-    """Every file must exist and have a readable header; raises DataError listing all that fail."""
-    problems = []
-    for u in utts:
-        try:
-            u.header_duration()
-        except AudioError as err:
-            problems.append(f"{manifest}: {err}")
-    if problems:
-        raise DataError(problems)
 
 
 # With a time budget, the schedule is sized after every step once this many steps or this
@@ -197,11 +210,11 @@ class Trainer:
         self.device = process_device(pick_device(tc.device), self.dist)
         configure_backends(self.device)
         self.dtype = resolve_precision(tc.precision, self.device)
+        drop = cfg.data.drop_bad_lines
         self.train_utts = self._within_max_duration(
-            load_normalised(cfg.data.train_manifest, "train")
+            load_normalised(cfg.data.train_manifest, "train", drop)
         )
-        self.dev_utts = load_normalised(cfg.data.dev_manifest, "dev")
-        check_audio(self.train_utts, cfg.data.train_manifest)
+        self.dev_utts = load_normalised(cfg.data.dev_manifest, "dev", drop)
         self.tokenizer = build_tokenizer(
             cfg.data.units,
             (u.text for u in self.train_utts),
@@ -327,7 +340,8 @@ class Trainer:
         dataset = SpeechDataset(utts, None, self.cfg.features.sample_rate)
         sampler = BucketBatchSampler([u.duration for u in utts], 600.0, shuffle=False)
         loader = self._loader(dataset, sampler)
-        self.model.features.fit_cmvn((b["wavs"], b["wav_lens"]) for b in loader)
+        batches = (b for b in loader if len(b["wav_lens"]))  # (failed loads are left out)
+        self.model.features.fit_cmvn((b["wavs"], b["wav_lens"]) for b in batches)
 
     def _loader(self, dataset, sampler) -> DataLoader:
         return DataLoader(
@@ -366,10 +380,13 @@ class Trainer:
         utterance at a time (skipped). Out of memory, the step is redone in halves, quarters...
         """
         self.model.train()
+        usable = self._usable(batches)
+        if not usable:
+            return None
         pieces = 1
         while True:
             try:
-                total = self._accumulate(batches, pieces)
+                total = self._accumulate(usable, pieces)
                 break
             except (RuntimeError, MemoryError) as err:
                 if not is_out_of_memory(err):
@@ -383,9 +400,9 @@ class Trainer:
                         f"{self.progress.batch} (process {self.dist.rank}): lower "
                         "data.batch_seconds or set data.max_duration"
                     ) from None
-                largest = max(len(b["wav_lens"]) for b in batches)
+                largest = max(len(b["wav_lens"]) for b, _ in usable)
                 if pieces >= largest:
-                    self.progress.skipped_batches += len(batches)
+                    self.progress.skipped_batches += len(usable)
                     print(
                         f"warning: out of memory even one utterance at a time: batch(es) left "
                         f"out at epoch {self.progress.epoch + 1} ({self.progress.skipped_batches}"
@@ -406,13 +423,41 @@ class Trainer:
         self.scheduler.step()
         return total
 
-    def _accumulate(self, batches: list[dict], pieces: int) -> float:
-        """Gradients of the step's batches, each cut into `pieces`; returns the summed loss."""
+    def _usable(self, batches: list[dict]) -> list[tuple[dict, float]]:
+        """The step's batches that every process can train on, each with its global count.
+
+        Utterances that failed to load (collate left them out) are named here, by the process
+        that loaded them, and counted over all processes. A batch of which some process has
+        nothing left is left out on every process (one all_reduce decides it for all, so all
+        make the same collective calls), and counted as skipped.
+        """
+        p = self.progress
+        for batch in batches:
+            for error in batch.get("errors", []):
+                print(f"warning: utterance skipped at epoch {p.epoch + 1}: {error}")
+        n = len(batches)
+        counts = [float(len(b["wav_lens"])) for b in batches]
+        empty = [float(c == 0) for c in counts]
+        failed = float(sum(len(b.get("errors", [])) for b in batches))
+        reduced = all_reduce_sum(counts + empty + [failed], self.dist, self.device)
+        p.failed_utterances += round(reduced[-1])
+        usable = [(b, reduced[j]) for j, b in enumerate(batches) if reduced[n + j] == 0]
+        if len(usable) < n:
+            p.skipped_batches += n - len(usable)
+            if self.dist.is_main:
+                print(
+                    f"warning: {n - len(usable)} batch(es) left out at epoch {p.epoch + 1}: no "
+                    f"utterance of a share could be loaded ({p.skipped_batches} skipped in all)"
+                )
+        return usable
+
+    def _accumulate(self, batches: list[tuple[dict, float]], pieces: int) -> float:
+        """Gradients of the step's (batch, global count)s, each cut into `pieces`; returns the
+        summed loss."""
         self.optimizer.zero_grad(set_to_none=True)
         world = self.dist.world_size
         total = 0.0
-        for j, batch in enumerate(batches):
-            (global_count,) = all_reduce_sum([len(batch["wav_lens"])], self.dist, self.device)
+        for j, (batch, global_count) in enumerate(batches):
             weight = world / global_count / len(batches)
             chunks = split_batch(batch, pieces) if pieces > 1 else [batch]
             for k, chunk in enumerate(chunks):
@@ -431,7 +476,7 @@ class Trainer:
         transcriber = Transcriber(self.model, self.tokenizer, self.device, self.cfg.train.precision)
         result = evaluate_utterances(transcriber, self.dev_utts)
         if result.failures:
-            raise DataError(result.failures)
+            raise DataError(result.failures, "the dev set", "fix or remove these files")
         write_report(
             self.out_dir, "dev", result.utterances, result.score, {"step": self.progress.step}
         )

@@ -1,0 +1,227 @@
+"""Manifest checks: every problem of a JSON-lines manifest at once, one line each.
+
+What is an error (the line cannot be used as written):
+    invalid JSON, a line that is not an object, a missing field (audio_filepath, duration,
+    text), a field of the wrong type, a duration or offset that is negative, a zero duration,
+    an empty text, a missing or unreadable audio file (or a folder), a duration more than 10%
+    off the file's real length (from its header), a duplicate utterance (the same file, or the
+    same span of a file for segments with `offset`), a blank line between lines, characters
+    outside the model's vocabulary (when a tokenizer is given).
+What is accepted and reported as a note (every JSON reader here copes with it):
+    a UTF-8 byte-order mark, CRLF line ends, blank lines at the end of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asr.audio import MAX_SECONDS, AudioError
+from asr.data import ManifestError, Utterance
+from asr.text import normalize_text
+from asr.tokenizers import Tokenizer
+
+FIELDS = ("audio_filepath", "duration", "text")
+DURATION_TOLERANCE = 0.10  # a manifest duration more than this share off the header is an error
+
+
+@dataclass
+class Problem:
+    """One problem of one manifest line; `audio` when it is about the audio file itself."""
+
+    manifest: Path
+    line: int
+    cause: str
+    audio: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.manifest}:{self.line}: {self.cause}"
+
+
+@dataclass
+class Validation:
+    manifest: Path
+    parsed: dict[int, Utterance] = field(default_factory=dict)  # line -> utterance, if it parsed
+    problems: list[Problem] = field(default_factory=list)  # errors, in line order
+    notes: list[Problem] = field(default_factory=list)  # accepted, reported
+    total: int = 0  # lines holding an utterance (good or bad)
+
+    def usable(self, audio_problems: bool = False) -> list[Utterance]:
+        """The utterances of lines without problems, in line order; with `audio_problems`,
+        also those whose only problems are about their audio file (for a reader that names
+        unreadable files itself, as transcription does)."""
+        bad = {p.line for p in self.problems if not (audio_problems and p.audio)}
+        return [u for line, u in self.parsed.items() if line not in bad]
+
+    @property
+    def bad_lines(self) -> int:
+        return len({p.line for p in self.problems})
+
+    def summary(self) -> str:
+        if not self.problems:
+            return f"{self.manifest}: {self.total} utterance(s), no problems"
+        return (
+            f"{self.manifest}: {len(self.problems)} problem(s) on {self.bad_lines} of "
+            f"{self.total} line(s)"
+        )
+
+
+def validate_manifest(
+    path: str | Path,
+    tokenizer: Tokenizer | None = None,
+    check_audio: bool = True,
+    tolerance: float = DURATION_TOLERANCE,
+) -> Validation:
+    """Check every line of a manifest; ManifestError only when the file itself cannot be read.
+
+    With `tokenizer`, the (normalised) text must be within its vocabulary. With `check_audio`,
+    each file's header is read: it must exist, be readable audio and agree with `duration`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({err.strerror})") from None
+    result = Validation(path)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        result.notes.append(Problem(path, 1, "note: UTF-8 byte-order mark (accepted)"))
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        result.problems.append(Problem(path, line, f"not UTF-8 text (byte {err.start})"))
+        return result
+    lines = text.split("\n")
+    crlf = [i for i, line in enumerate(lines, 1) if line.endswith("\r")]
+    if crlf:
+        result.notes.append(
+            Problem(path, crlf[0], f"note: CRLF line ends on {len(crlf)} line(s) (accepted)")
+        )
+    last = len(lines)
+    while last > 0 and not lines[last - 1].strip():
+        last -= 1
+    if len(lines) - last > 1:  # one empty string after the final newline is normal
+        result.notes.append(Problem(path, last + 1, "note: blank line(s) at the end (accepted)"))
+    folder = path.resolve().parent
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(lines[:last], 1):
+        if not line.strip():
+            result.problems.append(Problem(path, lineno, "blank line"))
+            continue
+        result.total += 1
+        utt = _parse(path, lineno, line, folder, result.problems)
+        if utt is None:
+            continue
+        result.parsed[lineno] = utt
+        if utt.key in seen:
+            cause = f"duplicate of line {seen[utt.key]} ({utt.key})"
+            result.problems.append(Problem(path, lineno, cause))
+        else:
+            seen[utt.key] = lineno
+        if tokenizer is not None:
+            unknown = tokenizer.unknown(normalize_text(utt.text))
+            if unknown:
+                chars = " ".join(repr(c) for c in sorted(unknown))
+                cause = f"outside the model's vocabulary: {chars}"
+                result.problems.append(Problem(path, lineno, cause))
+        if check_audio:
+            _check_audio(path, lineno, utt, tolerance, result.problems)
+    if result.total == 0:
+        result.problems.append(Problem(path, 1, "manifest has no utterances"))
+    return result
+
+
+def _parse(
+    path: Path, lineno: int, line: str, folder: Path, problems: list[Problem]
+) -> Utterance | None:
+    """The line's utterance, or None with its problems appended (all of them, not the first)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        problems.append(Problem(path, lineno, f"not valid JSON ({err.msg}, column {err.colno})"))
+        return None
+    if not isinstance(obj, dict):
+        problems.append(Problem(path, lineno, f"not a JSON object ({type(obj).__name__})"))
+        return None
+    before = len(problems)
+    for name in FIELDS:
+        if name not in obj:
+            problems.append(Problem(path, lineno, f"missing field {name!r}"))
+    audio, duration, text = (obj.get(name) for name in FIELDS)
+    if audio is not None and (not isinstance(audio, str) or not audio):
+        problems.append(Problem(path, lineno, f"audio_filepath is not a path: {audio!r}"))
+    duration = _number(path, lineno, "duration", duration, problems)
+    if duration is not None and duration <= 0:
+        problems.append(Problem(path, lineno, f"duration must be positive, got {duration:g}"))
+    offset = _number(path, lineno, "offset", obj.get("offset"), problems)
+    if offset is not None and offset < 0:
+        problems.append(Problem(path, lineno, f"offset must not be negative, got {offset:g}"))
+    if text is not None and not isinstance(text, str):
+        problems.append(Problem(path, lineno, f"text is not a string: {text!r}"))
+    elif isinstance(text, str) and not text.strip():
+        problems.append(Problem(path, lineno, "empty text"))
+    if len(problems) > before:
+        return None
+    audio_path = Path(audio)
+    resolved = audio_path if audio_path.is_absolute() else folder / audio_path
+    return Utterance(str(resolved), duration, text, offset)
+
+
+def _number(path: Path, lineno: int, name: str, value, problems: list[Problem]) -> float | None:
+    """A finite number, or None (with a problem appended when it is present but not one)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        problems.append(Problem(path, lineno, f"{name} is not a number: {value!r}"))
+        return None
+    return float(value)
+
+
+def _check_audio(
+    path: Path, lineno: int, utt: Utterance, tolerance: float, problems: list[Problem]
+) -> None:
+    """The file exists, its header reads, and its length agrees with the manifest's."""
+    audio = Path(utt.audio_filepath)
+    if audio.is_dir():
+        problems.append(Problem(path, lineno, f"{audio}: a folder, not an audio file", True))
+        return
+    if not audio.exists():
+        problems.append(Problem(path, lineno, f"{audio}: no such audio file", True))
+        return
+    try:
+        real = utt.header_duration()
+    except AudioError as err:
+        problems.append(Problem(path, lineno, str(err), True))
+        return
+    except OSError as err:
+        problems.append(Problem(path, lineno, f"{audio}: cannot read ({err.strerror})", True))
+        return
+    if real > MAX_SECONDS:
+        cause = (
+            f"{audio}: {real:.1f} s, over the {MAX_SECONDS:g} s an utterance may last "
+            "(list it as segments with `offset`, or transcribe it: long files are cut at pauses)"
+        )
+        problems.append(Problem(path, lineno, cause, True))
+        return
+    if abs(utt.duration - real) > tolerance * real:
+        cause = (
+            f"duration {utt.duration:g} s but {audio} is {real:.3f} s long "
+            f"(more than {100 * tolerance:g}% off)"
+        )
+        problems.append(Problem(path, lineno, cause))
+
+
+def refuse_problems(validation: Validation, audio: bool = True) -> None:
+    """ManifestError listing every problem (those about audio files only with `audio`)."""
+    problems = [p for p in validation.problems if audio or not p.audio]
+    if problems:
+        lines = "\n".join(str(p) for p in problems)
+        raise ManifestError(
+            f"{validation.manifest}: {len(problems)} problem(s); `asr validate "
+            f"{validation.manifest}` lists them:\n{lines}"
+        )

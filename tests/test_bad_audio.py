@@ -1,0 +1,212 @@
+"""Bad audio everywhere: transcribe, evaluate, prepare and training name each bad file on one
+line with its cause, still process every good one, end with a summary and exit 1; no traceback
+unless --debug. Training skips an utterance that fails to load mid-epoch (in a worker)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.audio import audio_duration
+from asr.checkpoint import CheckpointError
+from asr.cli import main
+from asr.config import load_config
+from asr.data import SpeechDataset, Utterance, collate, write_manifest
+from asr.train import Trainer
+from tests.bad_audio import RATE, make_bad_audio, make_checkpoint, write_silence
+from tests.conftest import make_tone_corpus, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[list[Path], dict[Path, str], Path, Path]:
+    """(good files, {bad file: cause words}, 3 hours of silence, an untrained checkpoint)."""
+    root = tmp_path_factory.mktemp("bad_audio")
+    good, bad = make_bad_audio(root / "audio")
+    silence = write_silence(root / "audio" / "silence_3h.wav", 3)
+    return good, bad, silence, make_checkpoint(root / "model.pt")
+
+
+def _one_line_each(err: str, bad: dict[Path, str]) -> None:
+    """Each bad file is named on exactly one stderr line, with its cause; no traceback."""
+    assert "Traceback" not in err
+    for path, cause in bad.items():
+        lines = [line for line in err.splitlines() if f"{path}:" in line]
+        assert len(lines) == 1, (path, lines)
+        assert cause in lines[0], (path, lines[0])
+
+
+def test_good_formats_read(corpus):
+    good, _, silence, _ = corpus
+    assert [round(audio_duration(p), 3) for p in good] == [0.6] * len(good)
+    assert sf.info(str(good[-1])).format == "FLAC"  # named .wav, read by its content
+    assert audio_duration(silence) == 3 * 3600
+    assert silence.stat().st_blocks * 512 < 1 << 20  # sparse: no 173 MB written
+
+
+@pytest.mark.slow
+def test_transcribe_names_each_bad_file_and_writes_every_good_one(corpus, tmp_path, capsys):
+    good, bad, silence, model = corpus
+    out = tmp_path / "out"
+    files = [str(p) for p in [*good, silence, *bad]]
+    assert main(["transcribe", "--model", str(model), "--out-dir", str(out), *files]) == 1
+    err = capsys.readouterr().err
+    _one_line_each(err, bad)
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(p.stem + ".txt" for p in [*good, silence])
+    assert (out / "silence_3h.txt").read_text() == "\n"  # no speech in 3 hours: empty text
+    assert f"asr: {len(bad)} input(s) failed, {len(good) + 1} transcribed" in err
+
+
+def test_debug_shows_the_traceback(corpus, tmp_path, capsys):
+    good, _, _, _ = corpus
+    args = ["transcribe", "--model", str(tmp_path / "none.pt"), str(good[0])]
+    assert main(args) == 1
+    assert capsys.readouterr().err == f"asr: error: {tmp_path / 'none.pt'}: no such checkpoint\n"
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        main(["--debug", *args])
+
+
+def test_unexpected_errors_are_one_line_too(tmp_path, capsys, monkeypatch):
+    import asr.cli
+
+    def broken(args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(asr.cli, "cmd_validate", broken)
+    assert main(["validate", str(tmp_path / "m.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("asr: error: unexpected KeyError: 'boom'") and "--debug" in err
+    with pytest.raises(KeyError):
+        main(["--debug", "validate", str(tmp_path / "m.jsonl")])
+
+
+@pytest.mark.slow
+def test_evaluate_names_each_bad_file_and_scores_the_good(corpus, tmp_path, capsys):
+    good, bad, silence, model = corpus
+    utts = [Utterance(str(p), 0.6, "abc") for p in good]
+    utts.append(Utterance(str(silence), 3 * 3600.0, "abc"))
+    utts += [Utterance(str(p), 1.0 if "all_" in p.name else 0.6, "abc") for p in bad]
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(manifest, utts)
+    args = ["evaluate", "--model", str(model), "--manifest", str(manifest)]
+    assert main([*args, "--out-dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    _one_line_each(err, {**bad, silence: "over the 600 s limit"})
+    assert f"({len(good)} utterances" in out
+    assert f"asr: {len(bad) + 1} utterance(s) failed, {len(good)} scored" in err
+    summary = json.loads((tmp_path / "summary-test.json").read_text())
+    assert summary["failed"] == len(bad) + 1
+
+
+@pytest.mark.slow
+def test_prepare_folder_names_each_unreadable_file(corpus, tmp_path, capsys):
+    good, bad, _, _ = corpus
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in [*good, *bad]:
+        if path.is_dir():
+            (src / path.name).mkdir()
+        elif path.name != "no_permission.wav":
+            shutil.copy(path, src / path.name)
+        if path.name != "no_permission.wav":
+            (src / path.name).with_suffix(".txt").write_text("abc\n")
+    out = tmp_path / "data"
+    args = ["prepare", "folder", str(src), "--out-dir", str(out), "--dev-fraction", "0"]
+    assert main([*args, "--test-fraction", "0"]) == 1
+    err = capsys.readouterr().err
+    # Prepare reads headers only: the samples of NaN/Inf files are checked when loaded.
+    header_bad = {
+        src / p.name: cause
+        for p, cause in bad.items()
+        if p.is_file() and "NaN" not in cause and p.name != "no_permission.wav"
+    }
+    _one_line_each(err, header_bad)
+    assert "a_folder.txt: transcript with no audio file" in err  # a folder is not audio
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert {Path(r["audio_filepath"]).name for r in rows} >= {p.name for p in good}
+
+
+def _trainer(tmp_path: Path, workers: int) -> Trainer:
+    train = make_tone_corpus(tmp_path / "train")
+    dev = make_tone_corpus(tmp_path / "dev")
+    overrides = [
+        *tiny_overrides(train),
+        f"data.dev_manifest={dev}",
+        f"data.num_workers={workers}",
+        "train.epochs=1",
+        "train.spec_augment=false",
+        "train.progress=false",
+    ]
+    return Trainer(load_config(None, overrides), tmp_path / "exp")
+
+
+def test_training_skips_utterances_that_fail_to_load_in_a_worker(tmp_path, capsys):
+    trainer = _trainer(tmp_path, workers=1)
+    trainer.fit_cmvn()
+    deleted, corrupted, nan = (Path(trainer.train_utts[i].audio_filepath) for i in (0, 3, 5))
+    deleted.unlink()  # after the manifest was checked
+    corrupted.write_bytes(b"RIFF" + bytes(40))
+    sf.write(nan, np.full(4000, np.nan, np.float32), RATE, subtype="FLOAT")
+    result = trainer.run()
+    out = capsys.readouterr().out
+    for path, cause in [(deleted, "no such file"), (corrupted, "cannot read"), (nan, "NaN")]:
+        lines = [line for line in out.splitlines() if str(path) in line]
+        assert len(lines) == 1 and lines[0].startswith("warning: utterance skipped at epoch 1: ")
+        assert cause in lines[0]
+    assert trainer.progress.failed_utterances == 3
+    assert result.losses and all(np.isfinite(result.losses))
+    summary = json.loads((tmp_path / "exp" / "train_summary.json").read_text())
+    assert summary["failed_utterances"] == 3
+
+
+def test_a_batch_with_nothing_loadable_is_skipped(tmp_path, capsys):
+    trainer = _trainer(tmp_path, workers=0)
+    trainer.fit_cmvn()
+    Path(trainer.train_utts[0].audio_filepath).unlink()
+    batch = collate([trainer.dataset[0]])
+    assert len(batch["wav_lens"]) == 0 and batch["wavs"].shape == (0, 0)
+    assert batch["errors"] == [f"{trainer.train_utts[0].audio_filepath}: no such file"]
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.train_step([batch]) is None
+    assert trainer.progress.skipped_batches == 1 and trainer.progress.failed_utterances == 1
+    assert all(v.equal(weights[k]) for k, v in trainer.model.state_dict().items())
+    good = collate([trainer.dataset[i] for i in range(1, 4)])
+    assert trainer.train_step([batch, good]) is not None  # the good batch alone makes the step
+    assert trainer.progress.skipped_batches == 2
+    assert "1 batch(es) left out at epoch 1" in capsys.readouterr().out
+
+
+def test_dataset_error_item_names_the_file(tmp_path):
+    path = tmp_path / "gone.wav"
+    item = SpeechDataset([Utterance(str(path), 1.0, "a")], None, RATE)[0]
+    assert item == {"error": f"{path}: no such file", "index": 0}
+
+
+@pytest.mark.slow
+def test_two_processes_skip_an_utterance_that_fails_on_one_of_them(tmp_path):
+    from tests.test_distributed import torchrun
+
+    manifest = make_tone_corpus(tmp_path / "train")
+    dev = make_tone_corpus(tmp_path / "dev")
+    nan = tmp_path / "train" / "utt0_4.wav"  # the header is fine: it fails only when loaded
+    sf.write(nan, np.full(RATE // 2, np.nan, np.float32), RATE, subtype="FLOAT")
+    config = tmp_path / "empty.yaml"
+    config.write_text("{}\n")
+    settings = [
+        *tiny_overrides(manifest),
+        f"data.dev_manifest={dev}",
+        "data.batch_seconds=1.5",
+        "train.epochs=2",
+        "train.progress=false",
+    ]
+    run = torchrun(["--config", str(config), "--out-dir", "exp", *settings], 2, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if str(nan) in line]
+    assert len(lines) == 2 and all("NaN or infinite" in line for line in lines)  # each epoch
+    summary = json.loads((tmp_path / "exp" / "train_summary.json").read_text())
+    assert summary["failed_utterances"] == 2 and summary["processes"] == 2
