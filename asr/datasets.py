@@ -22,7 +22,11 @@ a library's own download and preparation fits as well as our own code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import fcntl
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -143,12 +147,17 @@ def prepare_dataset(
     """Download if asked, then prepare: what `asr prepare NAME` does, as a function.
 
     Options not given take their `Option.default`. Returns {split name: manifest path}.
+    Two runs into the same `out_dir` (or `download_dir`) take turns: the second waits for the
+    first's lock on the folder (`LOCK_NAME`), saying so, so neither sees the other's half-done
+    files.
 
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
     >>> toy = Dataset("toy", "made here", prepare=lambda source, out_dir, n: {"train": "t.jsonl"},
     ...               options=(Option("n", "utterances", default=3, type=int),), takes_source=False)
-    >>> prepare_dataset(toy, "out")
+    >>> prepare_dataset(toy, out)
     {'train': PosixPath('t.jsonl')}
-    >>> prepare_dataset(toy, "out", source="somewhere")
+    >>> prepare_dataset(toy, out, source="somewhere")
     Traceback (most recent call last):
     ...
     asr.datasets.DatasetError: toy is made here: it takes neither --source nor --download-dir
@@ -158,13 +167,37 @@ def prepare_dataset(
         raise DatasetError(f"{spec.name}: unknown option(s) {', '.join(unknown)}")
     values = {o.name: options.get(o.name, o.default) for o in spec.options}
     where = _source(spec, source, download_dir)
-    manifests = spec.prepare(where, Path(out_dir), **values)
+    with folder_lock(Path(out_dir)):
+        manifests = spec.prepare(where, Path(out_dir), **values)
     if not isinstance(manifests, Mapping):
         raise DatasetError(
             f"{spec.name}: prepare returned {type(manifests).__name__}, "
             "not a mapping of split name -> manifest path"
         )
     return {str(split): Path(path) for split, path in manifests.items()}
+
+
+LOCK_NAME = ".asr-prepare.lock"
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on FOLDER/LOCK_NAME, creating the folder; while another
+    process holds it, say which and wait. The lock goes with the process, even if killed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            print(f"asr: {folder} is in use by {holder}; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"asr prepare (process {os.getpid()})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _source(
@@ -184,7 +217,8 @@ def _source(
             raise DatasetError(
                 f"{spec.name} cannot be downloaded here: give --source DIR ({spec.source_help})"
             )
-        return Path(spec.download(Path(download_dir)))
+        with folder_lock(Path(download_dir)):
+            return Path(spec.download(Path(download_dir)))
     if source is None:
         if spec.download is None:
             raise DatasetError(f"{spec.name} needs --source DIR ({spec.source_help})")
