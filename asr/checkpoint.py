@@ -88,7 +88,14 @@ def load_resumable(path: str | Path) -> tuple[dict, Path]:
         return state, previous
 
 
-def load_checkpoint(path: str | Path) -> dict:
+class Checkpoint(dict):
+    """A loaded checkpoint dict that remembers its file (`path`), for error messages.
+    (save_checkpoint writes a plain dict, so the class never reaches a file.)"""
+
+    path: Path | None = None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load on CPU with weights_only=True (no arbitrary code from the file)."""
     path = Path(path)
     if not path.is_file():
@@ -98,9 +105,17 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as err:  # torch raises several types for corrupt or foreign files
         cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({cause})") from None
-    if not isinstance(state, dict) or state.get("version") != VERSION:
+    version = state.get("version") if isinstance(state, dict) else None
+    if isinstance(version, int) and version > VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer version of this toolkit (checkpoint version {version}, "
+            f"this one reads version {VERSION}): upgrade rnn-asr to use it"
+        )
+    if version != VERSION:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (version {VERSION})")
-    return state
+    loaded = Checkpoint(state)
+    loaded.path = path
+    return loaded
 
 
 def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -123,9 +138,34 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
 
 
 def recogniser_from_state(state: dict) -> tuple[Recogniser, Tokenizer]:
-    """Rebuild the recogniser (weights loaded, eval mode) and tokenizer from a checkpoint dict."""
-    cfg = state["config"]
-    model = Recogniser(FeatureConfig(**cfg["features"]), ModelConfig(**cfg["model"]))
-    model.load_state_dict(state["model"])
+    """Rebuild the recogniser (weights loaded, eval mode) and tokenizer from a checkpoint dict.
+
+    CheckpointError, naming the file when `state` came from `load_checkpoint`, when the
+    checkpoint has no model, its config is of another shape, its weights do not fit the model
+    its config describes, or its tokenizer's vocabulary differs from the model's output.
+    """
+    name = getattr(state, "path", None) or "checkpoint"
+    try:
+        cfg = state["config"]
+        model = Recogniser(FeatureConfig(**cfg["features"]), ModelConfig(**cfg["model"]))
+        weights, tokenizer_state = state["model"], state["tokenizer"]
+    except KeyError as err:
+        raise CheckpointError(f"{name}: not a model checkpoint (no {err} in it)") from None
+    except TypeError as err:  # a config field this version does not know, or lacks
+        raise CheckpointError(f"{name}: model config of another version ({err})") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:  # missing / unexpected keys, or a size mismatch
+        detail = " ".join(str(err).split())
+        raise CheckpointError(
+            f"{name}: the weights do not fit the model its config describes ({detail[:300]})"
+        ) from None
+    tokenizer = tokenizer_from_state(tokenizer_state)
+    outputs = model.acoustic.cfg.vocab_size
+    if tokenizer.vocab_size != outputs:
+        raise CheckpointError(
+            f"{name}: its tokenizer has {tokenizer.vocab_size} units but the model has "
+            f"{outputs} outputs (a tokenizer from another model?)"
+        )
     model.eval()
-    return model, tokenizer_from_state(state["tokenizer"])
+    return model, tokenizer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from asr.beam import BeamConfig, BeamSearchDecoder, DecoderError, read_word_list
 from asr.files import file_sha256
-from asr.lm import LM_JSON, load_lm_files
+from asr.lm import LM_JSON, LMFiles, load_lm_files
 from asr.tokenizers import PhoneTokenizer, Tokenizer
 
 
@@ -40,13 +40,30 @@ def resolve_lm(lm: str | Path | None, lexicon: str | Path | None) -> LMChoice:
     if path.is_dir():
         # `asr lm build` recorded the binary's sha256: no need to hash a large file again.
         files = load_lm_files(path)
-        recorded = json.loads((path / LM_JSON).read_text(encoding="utf-8")).get("lm_bin_sha256")
-        return LMChoice(
-            files.binary, lexicon_path or files.lexicon, recorded or file_sha256(files.binary)
-        )
+        info = json.loads((path / LM_JSON).read_text(encoding="utf-8"))
+        return LMChoice(files.binary, lexicon_path or files.lexicon, _checked_sha256(files, info))
     if not path.is_file():
         raise DecoderError(f"{path}: no such language model file or folder")
     return LMChoice(path, lexicon_path, file_sha256(path))
+
+
+def _checked_sha256(files: LMFiles, info: dict) -> str:
+    """The sha256 lm.json records for lm.bin, once lm.bin is checked against it: by size where
+    lm.json records one (cheap, every load), by hashing it otherwise (folders built before)."""
+    recorded, size = info.get("lm_bin_sha256"), info.get("lm_bin_bytes")
+    if recorded is None:
+        return file_sha256(files.binary)
+    actual = files.binary.stat().st_size
+    if size is not None and actual != size:
+        mismatch = f"{actual} bytes, {LM_JSON} records {size}"
+    elif size is None and file_sha256(files.binary) != recorded:
+        mismatch = f"its sha256 differs from the one {LM_JSON} records"
+    else:
+        return recorded
+    raise DecoderError(
+        f"{files.binary}: not the model this LM folder was built with ({mismatch}); "
+        "rebuild the folder with `asr lm build`"
+    )
 
 
 def tuned_settings(checkpoint_state: dict) -> dict | None:
@@ -105,6 +122,13 @@ def make_decoder(
     if word_score is not None:
         cfg.word_score = word_score
     words = decoder_words(tokenizer, choice)
+    if words and not any(tokenizer.spell(w) for w in words):
+        missing = "".join(sorted({c for w in words[:1000] for c in tokenizer.unknown(w)}))
+        raise DecoderError(
+            f"{choice.lexicon}: none of its {len(words)} words can be spelt in the model's units "
+            f"(characters the model lacks: {missing!r}); is it the lexicon of another language "
+            "or model?"
+        )
     decoder = BeamSearchDecoder(tokenizer, cfg, words=words, lm=choice.lm)
     if decoder.dropped_words:
         notes.append(

@@ -294,6 +294,7 @@ def build_lm(
         "words": sum(len(s.split()) for s in sentences),
         "vocab_size": len(units),  # words, or characters and "|"; without <s>, </s>, <unk>
         "lm_bin_sha256": file_sha256(out_dir / "lm.bin"),
+        "lm_bin_bytes": (out_dir / "lm.bin").stat().st_size,  # checked cheaply on every load
         "command": shlex.join(command),
         "lmplz_options": lmplz_options,
         "kenlm": {"lmplz": str(tools.lmplz), "build_binary": str(tools.build_binary)},

@@ -173,3 +173,50 @@ def test_model_without_space_token_decodes_single_words():
     decoder = BeamSearchDecoder(tok, BeamConfig(beam_size=8), words=["one", "neon"])
     (hyp,) = decoder.decode(log_probs, torch.tensor([5]))[0][:1]
     assert hyp.text == "one" and hyp.token_ids == tok.encode("one")
+
+
+def _lm_folder(folder: Path, recorded_bytes: int | None) -> Path:
+    """An LM folder's files as `asr lm build` leaves them (contents beside the point here)."""
+    import json
+
+    from asr.files import file_sha256
+
+    folder.mkdir()
+    for name in ("lm.arpa", "lexicon.txt"):
+        (folder / name).write_text("x\n")
+    (folder / "lm.bin").write_bytes(b"kenlm binary " * 10)
+    info = {"unit": "word", "order": 2, "lm_bin_sha256": file_sha256(folder / "lm.bin")}
+    if recorded_bytes is not None:
+        info["lm_bin_bytes"] = recorded_bytes
+    (folder / "lm.json").write_text(json.dumps(info))
+    return folder
+
+
+def test_lm_folder_with_a_missing_or_mismatched_binary_is_named(tmp_path: Path):
+    from asr.decoders import resolve_lm
+    from asr.lm import LMError
+
+    good = _lm_folder(tmp_path / "good", 130)
+    assert resolve_lm(good, None).lm == good / "lm.bin"
+    (good / "lm.bin").write_bytes(b"another model")
+    with pytest.raises(DecoderError, match=r"lm\.bin: not the model this LM folder was built with"):
+        resolve_lm(good, None)
+    old = _lm_folder(tmp_path / "old", None)  # built before sizes were recorded: hashed
+    assert resolve_lm(old, None).lm == old / "lm.bin"
+    (old / "lm.bin").write_bytes(b"kenlm binarY " * 10)
+    with pytest.raises(DecoderError, match="its sha256 differs"):
+        resolve_lm(old, None)
+    (old / "lm.bin").unlink()
+    with pytest.raises(LMError, match=r"incomplete LM folder, lm\.bin is missing"):
+        resolve_lm(old, None)
+
+
+def test_lexicon_the_model_cannot_spell_names_the_file(tmp_path: Path):
+    from asr.decoders import LMChoice, make_decoder
+
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("ÆØÅ\n42\n")
+    with pytest.raises(DecoderError) as err:
+        make_decoder(TOK, LMChoice(None, lexicon, None), tuned=None)
+    assert str(err.value).startswith(f"{lexicon}: none of its 2 words can be spelt")
+    assert "'24åæø'" in str(err.value)

@@ -112,3 +112,41 @@ def test_failed_save_keeps_the_old_file_and_no_temp_files(tmp_path):
         save_checkpoint(path, {**state, "bad": lambda: None})
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert path.read_bytes() == before
+
+
+def test_future_version_says_upgrade(tmp_path):
+    state, _, _ = make_state()
+    path = tmp_path / "new.pt"
+    torch.save({**state, "version": 2}, path)
+    with pytest.raises(CheckpointError, match="newer version of this toolkit") as err:
+        load_checkpoint(path)
+    assert str(err.value).startswith(f"{path}: ") and "version 2" in str(err.value)
+
+
+def test_weights_of_another_shape_or_vocabulary_are_named(tmp_path):
+    state, _, tok = make_state()
+    shaped = {**state, "config": {**state["config"], "model": dict(state["config"]["model"])}}
+    shaped["config"]["model"]["hidden_size"] = 12  # the weights are of hidden size 8
+    path = tmp_path / "shape.pt"
+    save_checkpoint(path, shaped)
+    with pytest.raises(CheckpointError, match="weights do not fit the model") as err:
+        recogniser_from_state(load_checkpoint(path))
+    assert str(err.value).startswith(f"{path}: ")
+    other = CharTokenizer.from_texts(["a different alphabet: xyz!"])
+    path = tmp_path / "vocab.pt"
+    save_checkpoint(path, {**state, "tokenizer": other.state_dict()})
+    with pytest.raises(CheckpointError) as err:
+        recogniser_from_state(load_checkpoint(path))
+    assert str(err.value) == (
+        f"{path}: its tokenizer has {other.vocab_size} units but the model has "
+        f"{tok.vocab_size} outputs (a tokenizer from another model?)"
+    )
+    path = tmp_path / "nomodel.pt"
+    save_checkpoint(path, {"config": state["config"], "tokenizer": state["tokenizer"]})
+    with pytest.raises(CheckpointError, match=r"not a model checkpoint \(no 'model' in it\)"):
+        recogniser_from_state(load_checkpoint(path))
+    path = tmp_path / "config.pt"
+    odd = {**state["config"], "model": {**state["config"]["model"], "attention_heads": 4}}
+    save_checkpoint(path, {**state, "config": odd})
+    with pytest.raises(CheckpointError, match="model config of another version"):
+        recogniser_from_state(load_checkpoint(path))
