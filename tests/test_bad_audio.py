@@ -194,14 +194,15 @@ def test_two_processes_skip_an_utterance_that_fails_on_one_of_them(tmp_path):
     manifest = make_tone_corpus(tmp_path / "train")
     dev = make_tone_corpus(tmp_path / "dev")
     nan = tmp_path / "train" / "utt0_4.wav"  # the header is fine: it fails only when loaded
-    sf.write(nan, np.full(RATE // 2, np.nan, np.float32), RATE, subtype="FLOAT")
+    frames = sf.info(str(nan)).frames
+    sf.write(nan, np.full(frames, np.nan, np.float32), RATE, subtype="FLOAT")
     config = tmp_path / "empty.yaml"
     config.write_text("{}\n")
     settings = [
         *tiny_overrides(manifest),
         f"data.dev_manifest={dev}",
-        "data.batch_seconds=1.5",
-        "train.epochs=2",
+        "data.batch_seconds=0.5",  # two utterances a batch: one a process, so the NaN file's
+        "train.epochs=2",  # process has nothing left of its batch, which all then leave out
         "train.progress=false",
     ]
     run = torchrun(["--config", str(config), "--out-dir", "exp", *settings], 2, tmp_path)
@@ -210,3 +211,5 @@ def test_two_processes_skip_an_utterance_that_fails_on_one_of_them(tmp_path):
     assert len(lines) == 2 and all("NaN or infinite" in line for line in lines)  # each epoch
     summary = json.loads((tmp_path / "exp" / "train_summary.json").read_text())
     assert summary["failed_utterances"] == 2 and summary["processes"] == 2
+    # The NaN file's batch was left out each epoch; the schedule's steps were still all made.
+    assert summary["skipped_batches"] == 2 and summary["step"] == summary["full_schedule_steps"]
