@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,8 +72,7 @@ def load_audio(
     non-finite or too long.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    _check_readable(path)
     try:
         with sf.SoundFile(str(path)) as f:
             rate = f.samplerate
@@ -150,8 +150,20 @@ def _segment_frames(
     return start, max(1, round(end * rate) - start)
 
 
+def _check_readable(path: Path) -> None:
+    """AudioError for a path that is missing, a folder, or not readable by this user (libsndfile
+    would only say "System error")."""
+    if path.is_dir():
+        raise AudioError(f"{path}: a folder, not an audio file")
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: permission denied (this user cannot read it)")
+
+
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the file header; AudioError when the header cannot be read."""
+    _check_readable(Path(path))
     try:
         with sf.SoundFile(str(path)) as info:
             _check_complete(Path(path), info)
@@ -191,8 +203,7 @@ def read_blocks(
     Raises AudioError naming the file when it is missing, unreadable, empty or non-finite.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    _check_readable(path)
     try:
         with sf.SoundFile(str(path)) as f:
             rate = f.samplerate

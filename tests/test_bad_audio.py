@@ -5,6 +5,7 @@ unless --debug. Training skips an utterance that fails to load mid-epoch (in a w
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.audio import audio_duration
+from asr.audio import AudioError, audio_duration
 from asr.checkpoint import CheckpointError
 from asr.cli import main
 from asr.config import load_config
@@ -213,3 +214,22 @@ def test_two_processes_skip_an_utterance_that_fails_on_one_of_them(tmp_path):
     assert summary["failed_utterances"] == 2 and summary["processes"] == 2
     # The NaN file's batch was left out each epoch; the schedule's steps were still all made.
     assert summary["skipped_batches"] == 2 and summary["step"] == summary["full_schedule_steps"]
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="running as root: every file is readable, the case cannot be made"
+)
+def test_a_file_without_read_permission_is_named(corpus, tmp_path, capsys):
+    good, bad, _, model = corpus
+    locked = next(p for p in bad if p.name == "no_permission.wav")
+    assert main(["transcribe", "--model", str(model), str(locked), str(good[0])]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good[0]}\t")
+    assert f"asr: skipped {locked}: permission denied" in err
+
+
+def test_a_folder_or_a_missing_path_is_named():
+    with pytest.raises(AudioError, match="a folder, not an audio file"):
+        audio_duration(Path(__file__).parent)
+    with pytest.raises(AudioError, match="no such file"):
+        audio_duration(Path(__file__).parent / "none.wav")
