@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from asr.audio import AudioError, audio_duration
+from asr.audio import MAX_SECONDS, AudioError, audio_duration
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
 from asr.transcribe import AUDIO_SUFFIXES
@@ -189,6 +189,12 @@ def prepare_folder(
             duration = audio_duration(path)
         except AudioError as err:
             problems.append(str(err))
+            continue
+        if duration > MAX_SECONDS:  # a whole recording: training would refuse it
+            problems.append(
+                f"{path}: {duration:.1f} s, over the {MAX_SECONDS:g} s an utterance may last "
+                "(cut it into utterances)"
+            )
             continue
         entries.append(Entry(Utterance(str(path), duration, texts[path]), speaker))
     return write_split(entries, problems, Path(out_dir), config, folder)

@@ -106,9 +106,11 @@ def test_evaluate_names_each_bad_file_and_scores_the_good(corpus, tmp_path, caps
 
 @pytest.mark.slow
 def test_prepare_folder_names_each_unreadable_file(corpus, tmp_path, capsys):
-    good, bad, _, _ = corpus
+    good, bad, silence, _ = corpus
     src = tmp_path / "src"
     src.mkdir()
+    write_silence(src / silence.name, 3)
+    (src / silence.name).with_suffix(".txt").write_text("abc\n")
     for path in [*good, *bad]:
         if path.is_dir():
             (src / path.name).mkdir()
@@ -126,7 +128,7 @@ def test_prepare_folder_names_each_unreadable_file(corpus, tmp_path, capsys):
         for p, cause in bad.items()
         if p.is_file() and "NaN" not in cause and p.name != "no_permission.wav"
     }
-    _one_line_each(err, header_bad)
+    _one_line_each(err, {**header_bad, src / silence.name: "10800.0 s, over the 600 s"})
     assert "a_folder.txt: transcript with no audio file" in err  # a folder is not audio
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert {Path(r["audio_filepath"]).name for r in rows} >= {p.name for p in good}
