@@ -235,3 +235,26 @@ def test_a_folder_or_a_missing_path_is_named():
         audio_duration(Path(__file__).parent)
     with pytest.raises(AudioError, match="no such file"):
         audio_duration(Path(__file__).parent / "none.wav")
+
+
+def test_training_refuses_a_manifest_of_bad_audio_naming_each_file(corpus, tmp_path):
+    from asr.train import DataError, load_normalised
+
+    good, bad, silence, _ = corpus
+    files = [*good, silence, *bad]
+    durations = {silence: 3 * 3600.0}
+    utts = [
+        Utterance(str(p), durations.get(p, 1.0 if "all_" in p.name else 0.6), "ab") for p in files
+    ]
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, utts)
+    with pytest.raises(DataError) as err:
+        load_normalised(str(manifest), "train")
+    # NaN and Inf samples pass the header check: loading them fails, and training skips them
+    header_bad = {p: cause for p, cause in bad.items() if "NaN" not in cause}
+    header_bad[silence] = "over the 600 s an utterance may last"
+    _one_line_each(str(err.value), header_bad)
+    lines = [line for line in str(err.value).splitlines()[1:]]
+    assert len(lines) == len(header_bad) and all(line.startswith(f"{manifest}:") for line in lines)
+    kept = load_normalised(str(manifest), "train", drop_bad_lines=True)
+    assert len(kept) == len(good) + 2  # the good files, and the NaN and Inf ones
