@@ -254,7 +254,7 @@ def test_training_refuses_a_manifest_of_bad_audio_naming_each_file(corpus, tmp_p
     header_bad = {p: cause for p, cause in bad.items() if "NaN" not in cause}
     header_bad[silence] = "over the 600 s an utterance may last"
     _one_line_each(str(err.value), header_bad)
-    lines = [line for line in str(err.value).splitlines()[1:]]
+    lines = str(err.value).splitlines()[1:]
     assert len(lines) == len(header_bad) and all(line.startswith(f"{manifest}:") for line in lines)
     kept = load_normalised(str(manifest), "train", drop_bad_lines=True)
     assert len(kept) == len(good) + 2  # the good files, and the NaN and Inf ones
