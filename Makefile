@@ -45,8 +45,10 @@ demo-fsdd: install
 demo-yesno: install-synth
 	PATH="$(abspath $(BIN)):$$PATH" bash recipes/yesno/run.sh --exp-dir exp/yesno-demo
 
+# One test process per core (pytest-xdist), each on one thread: the end-to-end tests are
+# single-process training runs that gain little from a second torch thread.
 test: install-synth
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist worksteal
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
