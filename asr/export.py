@@ -23,7 +23,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import nn
 
 from asr.checkpoint import CheckpointError, load_checkpoint, recogniser_from_state
 from asr.features import FeatureConfig
+from asr.files import atomic_write_bytes
 from asr.model import ModelConfig, Recogniser
 from asr.tokenizers import Tokenizer, tokenizer_from_state
 
@@ -135,24 +135,6 @@ def export_metadata(state: dict) -> dict:
     )
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder + rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give what open() would
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Silence file descriptor 2: the TorchScript exporter's C++ code prints that it cannot
@@ -225,7 +207,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path) -> float:
             f"{out}: not written, the ONNX graph differs from PyTorch by {difference:.2e} "
             f"(more than {TOLERANCE:g})"
         )
-    _write_bytes_atomic(out, data)
+    atomic_write_bytes(out, data)
     return difference
 
 
