@@ -91,6 +91,8 @@ class Dataset:
     # downloaded (licensed, user-supplied, or made on the spot)
     download: Callable[[Path], Path] | None = None
     options: tuple[Option, ...] = ()
+    # options also given to download (as keywords): what to fetch, e.g. which parts
+    download_options: tuple[str, ...] = ()
     takes_source: bool = True  # False: made here, neither --source nor --download-dir
     source_help: str = "a local copy of the corpus"  # what --source expects
     out_dir_help: str = "where the manifests go"  # what --out-dir receives
@@ -100,6 +102,11 @@ class Dataset:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise DatasetError(f"dataset {self.name!r}: option(s) {', '.join(twice)} given twice")
+        stray = sorted(set(self.download_options) - set(names))
+        if stray:
+            raise DatasetError(
+                f"dataset {self.name!r}: download option(s) {', '.join(stray)} are not options"
+            )
         if not self.takes_source and self.download is not None:
             raise DatasetError(
                 f"dataset {self.name!r}: a corpus made on the spot (takes_source=False) "
@@ -166,7 +173,8 @@ def prepare_dataset(
     if unknown:
         raise DatasetError(f"{spec.name}: unknown option(s) {', '.join(unknown)}")
     values = {o.name: options.get(o.name, o.default) for o in spec.options}
-    where = _source(spec, source, download_dir)
+    fetch = {name: values[name] for name in spec.download_options}
+    where = _source(spec, source, download_dir, fetch)
     with folder_lock(Path(out_dir)):
         manifests = spec.prepare(where, Path(out_dir), **values)
     if not isinstance(manifests, Mapping):
@@ -201,7 +209,10 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def _source(
-    spec: Dataset, source: str | Path | None, download_dir: str | Path | None
+    spec: Dataset,
+    source: str | Path | None,
+    download_dir: str | Path | None,
+    fetch: dict[str, Any] | None = None,
 ) -> Path | None:
     """The folder to prepare from: `source`, or what `download` unpacked into `download_dir`."""
     if not spec.takes_source:
@@ -218,7 +229,7 @@ def _source(
                 f"{spec.name} cannot be downloaded here: give --source DIR ({spec.source_help})"
             )
         with folder_lock(Path(download_dir)):
-            return Path(spec.download(Path(download_dir)))
+            return Path(spec.download(Path(download_dir), **(fetch or {})))
     if source is None:
         if spec.download is None:
             raise DatasetError(f"{spec.name} needs --source DIR ({spec.source_help})")

@@ -185,6 +185,17 @@ def download_mini_librispeech(root: Path) -> Path:
     return download_librispeech(root, MINI_PARTS)
 
 
+def download_parts_used(
+    root: Path,
+    train_parts: str | Sequence[str] = (),
+    dev_parts: str | Sequence[str] = (),
+    test_parts: str | Sequence[str] = (),
+) -> Path:
+    """`download_librispeech` of only the parts `asr prepare` was asked to use."""
+    chosen = [p for group in (train_parts, dev_parts, test_parts) for p in split_parts(group)]
+    return download_librispeech(root, tuple(dict.fromkeys(chosen)))
+
+
 def _part(name: str) -> Part:
     if name not in PARTS:
         raise LibriSpeechError(f"unknown LibriSpeech part {name!r}; known: {', '.join(PARTS)}")
@@ -415,6 +426,17 @@ ARPA_NAMES = ("3-gram.pruned.1e-7.arpa.gz", "4-gram.arpa.gz")
 TEXT_CHUNK = 1 << 24  # characters lower-cased at a time
 
 
+def download_models_used(root: Path, models: str | Sequence[str] = ARPA_NAMES) -> Path:
+    """`download_librispeech_lm` of the lexicon and only the models asked for."""
+    names = models.split(",") if isinstance(models, str) else list(models)
+    unknown = sorted({n.strip() for n in names} - set(ARPA_NAMES))
+    if unknown:
+        raise LibriSpeechError(
+            f"librispeech_lm: unknown model(s) {', '.join(unknown)}; known: {', '.join(ARPA_NAMES)}"
+        )
+    return download_librispeech_lm(root, [LEXICON_NAME, *(n.strip() for n in names)])
+
+
 def download_librispeech_lm(
     root: Path, names: Sequence[str] = tuple(LM_RESOURCES), base_url: str = OPENSLR
 ) -> Path:
@@ -539,12 +561,14 @@ DATASET = Dataset(
     summary="LibriSpeech (OpenSLR 12): 960 h of read English audiobooks + dev/test, 16 kHz, "
     "via lhotse",
     prepare=prepare_librispeech,
-    download=download_librispeech,
+    download=download_parts_used,
+    download_options=("train_parts", "dev_parts", "test_parts"),
     options=_options(
         "train-clean-100,train-clean-360,train-other-500", "dev-clean", "test-clean,test-other"
     ),
     source_help="the folder holding LibriSpeech/<part>/ (or LibriSpeech/ itself); "
-    "--download-dir fetches all seven parts (about 60 GB)",
+    "--download-dir fetches the parts the --*-parts options name (all seven by default, "
+    "about 60 GB)",
 )
 
 MINI_DATASET = Dataset(
@@ -562,7 +586,8 @@ LM_DATASET = Dataset(
     summary="LibriSpeech's official word 3-gram (pruned 1e-7) and 4-gram LMs (OpenSLR 11) as "
     "LM folders",
     prepare=prepare_librispeech_lm,
-    download=download_librispeech_lm,
+    download=download_models_used,
+    download_options=("models",),
     options=(
         Option(
             "models",

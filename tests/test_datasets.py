@@ -167,6 +167,24 @@ def test_download_then_prepare(words_source, tmp_path):
         prepare_dataset(spec, tmp_path, source=words_source, loud=True)
 
 
+def test_download_options_say_what_to_fetch(words_source, tmp_path):
+    """Options named in download_options reach download too (e.g. which parts to fetch)."""
+    fetched = []
+
+    def download(root: Path, repeat: int) -> Path:
+        fetched.append(repeat)
+        return words_source
+
+    spec = Dataset(
+        "w", "words", prepare_words, download, options=WORDS.options, download_options=("repeat",)
+    )
+    prepare_dataset(spec, tmp_path / "out", download_dir=tmp_path / "dl", repeat=2)
+    prepare_dataset(spec, tmp_path / "out", download_dir=tmp_path / "dl")  # the default
+    assert fetched == [2, 1]
+    with pytest.raises(DatasetError, match=r"download option\(s\) loud are not options"):
+        Dataset("w", "words", prepare_words, download, download_options=("loud",))
+
+
 def test_bad_registrations_are_refused():
     with pytest.raises(DatasetError, match="option 'out_dir': must be a Python identifier"):
         Option("out_dir", "clashes with asr prepare's own flag")

@@ -553,3 +553,38 @@ def test_mini_recipe_prepares_its_parts(tmp_path: Path):
         "train.jsonl",
     ]
     assert len(read_manifest(data / "train.jsonl")) == 5
+
+
+def test_download_dir_fetches_only_the_parts_and_models_asked_for(monkeypatch, tmp_path: Path):
+    from asr.datasets import DatasetError, prepare_dataset
+
+    asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def fake_parts(root, parts):
+        asked.append(("parts", tuple(parts)))
+        raise DatasetError("stop here: the download is what this test looks at")
+
+    def fake_lm(root, names):
+        asked.append(("lm", tuple(names)))
+        raise DatasetError("stop here")
+
+    monkeypatch.setattr(librispeech, "download_librispeech", fake_parts)
+    monkeypatch.setattr(librispeech, "download_librispeech_lm", fake_lm)
+    spec = load_dataset("librispeech")
+    with pytest.raises(DatasetError, match="stop here"):
+        prepare_dataset(
+            spec,
+            tmp_path,
+            download_dir=tmp_path,
+            train_parts="",
+            dev_parts="dev-clean",
+            test_parts="test-clean",
+        )
+    with pytest.raises(DatasetError, match="stop here"):
+        prepare_dataset(
+            load_dataset("librispeech_lm"), tmp_path, download_dir=tmp_path, models="4-gram.arpa.gz"
+        )
+    assert asked == [
+        ("parts", ("dev-clean", "test-clean")),
+        ("lm", ("librispeech-lexicon.txt", "4-gram.arpa.gz")),
+    ]
