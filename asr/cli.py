@@ -265,6 +265,11 @@ def cmd_tune_decoder(args: argparse.Namespace) -> int:
 
     if args.lm is None and args.lexicon is None:
         return _fail("tune-decoder needs --lm and/or --lexicon")
+    if Path(args.model).suffix == ".onnx":
+        return _fail(
+            f"{args.model}: the tuned values are stored in a .pt checkpoint: tune the "
+            "checkpoint, then export it (the export carries them)"
+        )
     utts = read_manifest(args.manifest)
     choice = resolve_lm(args.lm, args.lexicon)
     transcriber = Transcriber.from_state(

@@ -103,6 +103,11 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "\n" not in err and str(bad) in err and "not a readable checkpoint" in err
     assert main(["train", "--config", str(tmp_path / "none.yaml"), "--out-dir", str(tmp_path)]) == 1
     assert "none.yaml" in capsys.readouterr().err
+    onnx = tmp_path / "model.onnx"
+    tune = ["tune-decoder", "--model", str(onnx), "--manifest", "m.jsonl", "--lexicon", "w.txt"]
+    assert main(tune) == 1
+    err = capsys.readouterr().err
+    assert f"{onnx}: the tuned values are stored in a .pt checkpoint" in err
 
 
 def test_console_entry_point_help():
