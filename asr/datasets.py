@@ -155,7 +155,7 @@ def prepare_dataset(
 
     Options not given take their `Option.default`. Returns {split name: manifest path}.
     Two runs into the same `out_dir` (or `download_dir`) take turns: the second waits for the
-    first's lock on the folder (`LOCK_NAME`), saying so, so neither sees the other's half-done
+    first's lock on the folder (`folder_lock`), saying so, so neither sees the other's half-done
     files.
 
     >>> import tempfile
@@ -185,24 +185,22 @@ def prepare_dataset(
     return {str(split): Path(path) for split, path in manifests.items()}
 
 
-LOCK_NAME = ".asr-prepare.lock"
-
-
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock (flock) on FOLDER/LOCK_NAME, creating the folder; while another
-    process holds it, say which and wait. The lock goes with the process, even if killed."""
+    """Hold an exclusive lock (flock) on the folder itself, creating it; while another process
+    holds it, say so and wait. No lock file is left behind, and the lock goes with the
+    process, even if killed."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(folder, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
-            print(f"asr: {folder} is in use by {holder}; waiting for it to finish", file=sys.stderr)
+            print(
+                f"asr: {folder} is in use by another `asr prepare`; waiting for it to finish",
+                file=sys.stderr,
+            )
             fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"asr prepare (process {os.getpid()})\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock

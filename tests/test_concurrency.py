@@ -104,7 +104,7 @@ def test_a_second_prepare_into_the_same_folder_waits_for_the_first(tmp_path):
     )
     _, err = second.communicate(timeout=60)
     assert first.wait(timeout=60) == 0 and second.returncode == 0
-    assert f"asr: {out} is in use by asr prepare (process {first.pid}); waiting" in err
+    assert f"asr: {out} is in use by another `asr prepare`; waiting for it to finish" in err
     first_run, second_run = (line.split() for line in (out / "log").read_text().splitlines())
     assert (first_run[0], second_run[0]) == ("1", "2")
     assert float(second_run[1]) >= float(first_run[2])  # one after the other
@@ -126,7 +126,7 @@ def test_two_prepare_folder_runs_into_one_data_folder(tmp_path):
         _, err = run.communicate(timeout=120)
         assert run.returncode == 0, err
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".asr-prepare.lock", "dev.jsonl", "test.jsonl", "train.jsonl"]
+    assert names == ["dev.jsonl", "test.jsonl", "train.jsonl"]  # no lock file, no temporaries
     total = 0
     for split in ("train", "dev", "test"):
         result = validate_manifest(out / f"{split}.jsonl")
