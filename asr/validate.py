@@ -18,7 +18,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asr.audio import MAX_SECONDS, AudioError
+from asr.audio import MAX_SECONDS, AudioError, audio_duration
+from asr.audio import _segment_end as segment_end
 from asr.data import ManifestError, Utterance
 from asr.text import normalize_text
 from asr.tokenizers import Tokenizer
@@ -109,6 +110,7 @@ def validate_manifest(
         result.notes.append(Problem(path, last + 1, "note: blank line(s) at the end (accepted)"))
     folder = path.resolve().parent
     seen: dict[str, int] = {}
+    lengths: dict[str, float | str] = {}  # file -> seconds, or why it cannot be read
     for lineno, line in enumerate(lines[:last], 1):
         if not line.strip():
             result.problems.append(Problem(path, lineno, "blank line"))
@@ -130,7 +132,7 @@ def validate_manifest(
                 cause = f"outside the model's vocabulary: {chars}"
                 result.problems.append(Problem(path, lineno, cause))
         if check_audio:
-            _check_audio(path, lineno, utt, tolerance, result.problems)
+            _check_audio(path, lineno, utt, tolerance, result.problems, lengths)
     if result.total == 0:
         result.problems.append(Problem(path, 1, "manifest has no utterances"))
     return result
@@ -183,24 +185,37 @@ def _number(path: Path, lineno: int, name: str, value, problems: list[Problem]) 
 
 
 def _check_audio(
-    path: Path, lineno: int, utt: Utterance, tolerance: float, problems: list[Problem]
+    path: Path,
+    lineno: int,
+    utt: Utterance,
+    tolerance: float,
+    problems: list[Problem],
+    lengths: dict[str, float | str],
 ) -> None:
-    """The file exists, its header reads, and its length agrees with the manifest's."""
+    """The file exists, its header reads, and its length agrees with the manifest's.
+
+    `lengths` caches each file's length (or its error) by path: a file cut into many segments
+    has its header read once.
+    """
     audio = Path(utt.audio_filepath)
-    if audio.is_dir():
-        problems.append(Problem(path, lineno, f"{audio}: a folder, not an audio file", True))
+    if utt.audio_filepath not in lengths:
+        try:
+            lengths[utt.audio_filepath] = audio_duration(audio)
+        except AudioError as err:
+            lengths[utt.audio_filepath] = str(err)
+        except OSError as err:
+            lengths[utt.audio_filepath] = f"{audio}: cannot read ({err.strerror})"
+    length = lengths[utt.audio_filepath]
+    if isinstance(length, str):
+        problems.append(Problem(path, lineno, length, True))
         return
-    if not audio.exists():
-        problems.append(Problem(path, lineno, f"{audio}: no such audio file", True))
-        return
-    try:
-        real = utt.header_duration()
-    except AudioError as err:
-        problems.append(Problem(path, lineno, str(err), True))
-        return
-    except OSError as err:
-        problems.append(Problem(path, lineno, f"{audio}: cannot read ({err.strerror})", True))
-        return
+    real = length
+    if utt.offset is not None:
+        try:
+            real = segment_end(audio, length, utt.offset, utt.duration) - utt.offset
+        except AudioError as err:
+            problems.append(Problem(path, lineno, str(err)))
+            return
     if real > MAX_SECONDS:
         cause = (
             f"{audio}: {real:.1f} s, over the {MAX_SECONDS:g} s an utterance may last "

@@ -42,7 +42,7 @@ def bad_manifest(tmp_path: Path) -> tuple[Path, dict[int, str]]:
         (_line("a.wav", 1.0, "abc"), None),  # 1: good
         ('{"audio_filepath": "a.wav", "duration": 1.0, "text": "ab"', "not valid JSON"),  # 2
         (json.dumps({"audio_filepath": "b.wav", "text": "ab"}), "missing field 'duration'"),  # 3
-        (_line("gone.wav", 1.0, "ab"), "gone.wav: no such audio file"),  # 4
+        (_line("gone.wav", 1.0, "ab"), "gone.wav: no such file"),  # 4
         (_line("b.wav", -2.0, "ab"), "duration must be positive, got -2"),  # 5
         (_line("b.wav", 0, "ab"), "duration must be positive, got 0"),  # 6
         (_line("b.wav", 2.5, "ab"), "duration 2.5 s but"),  # 7: 25% off
@@ -173,3 +173,20 @@ def test_evaluation_refuses_line_errors_but_names_bad_audio(tmp_path, capsys):
 def test_unreadable_manifest_is_one_error(tmp_path):
     with pytest.raises(ManifestError, match="no such manifest"):
         validate_manifest(tmp_path / "none.jsonl")
+
+
+def test_segments_of_one_file_read_its_header_once(tmp_path, monkeypatch):
+    import asr.validate
+
+    _wav(tmp_path / "long.wav", 4.0)
+    path = tmp_path / "m.jsonl"
+    lines = [_line("long.wav", 1.0, "ab", offset=float(i)) for i in range(4)]
+    lines.append(_line("long.wav", 1.0, "ab", offset=4.5))  # starts past the end
+    path.write_text("\n".join(lines) + "\n")
+    calls = []
+    real = asr.validate.audio_duration
+    monkeypatch.setattr(asr.validate, "audio_duration", lambda p: calls.append(p) or real(p))
+    result = validate_manifest(path)
+    assert len(calls) == 1 and len(result.usable()) == 4
+    assert [p.line for p in result.problems] == [5]
+    assert "segment 4.5-5.5 s lies past the end of the audio (4.000 s)" in result.problems[0].cause
