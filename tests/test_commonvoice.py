@@ -19,7 +19,7 @@ from asr.data import read_manifest
 from asr.text import normalize_text
 from data_prep import commonvoice
 from data_prep.commonvoice import CommonVoiceError, prepare_commonvoice, prepare_text
-from tests.conftest import ROOT, tone_utterance
+from tests.conftest import ROOT, tiny_recipe_model, tone_utterance
 
 RATE = 48_000
 RELEASE = "cv-corpus-21.0-2025-03-14"
@@ -350,33 +350,13 @@ def make_tone_cv_copy(root: Path) -> Path:
     return folder
 
 
-TINY_MODEL = [  # 180 steps of a 33 k-parameter model: seconds of one core
-    "data.batch_seconds=2",
-    "data.num_workers=0",
-    "features.sample_rate=8000",
-    "features.n_mels=24",
-    "model.subsample=2",
-    "model.conv_channels=8",
-    "model.hidden_size=48",
-    "model.num_layers=1",
-    "train.lr=0.02",
-    "train.warmup_steps=10",
-    "train.epochs=20",
-    "train.spec_augment=false",
-    "train.wave_augment=false",
-    "train.average_last=0",
-    "train.validate_every_epochs=100",  # once, at the end
-    "train.progress=false",
-]
-
-
 @pytest.mark.slow
 def test_recipe_runs_every_stage_on_a_tone_corpus(tmp_path: Path):
     folder = make_tone_cv_copy(tmp_path / "corpus")
     exp = tmp_path / "exp"
     env = {**os.environ, "ASR": f"{sys.executable} -m asr.cli", "OMP_NUM_THREADS": "1"}
     cmd = ["bash", str(ROOT / "recipes/commonvoice/run.sh"), "--source", str(folder)]
-    cmd += ["--exp-dir", str(exp), "--", *TINY_MODEL]
+    cmd += ["--exp-dir", str(exp), "--", *tiny_recipe_model(epochs=20)]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     results = json.loads((exp / "results.json").read_text())

@@ -28,7 +28,7 @@ from data_prep.ljspeech import (
     read_metadata,
     split_of,
 )
-from tests.conftest import ROOT, tone_utterance
+from tests.conftest import ROOT, tiny_recipe_model, tone_utterance
 
 RATE = 22_050
 # (text as read, normalised text, what the manifest must hold), cycled over the clips.
@@ -280,7 +280,7 @@ def test_recipe_runs_every_stage_on_a_tone_corpus(tmp_path: Path):
     exp = tmp_path / "exp"
     env = {**os.environ, "ASR": f"{sys.executable} -m asr.cli", "OMP_NUM_THREADS": "1"}
     cmd = ["bash", str(ROOT / "recipes/ljspeech/run.sh"), "--source", str(source)]
-    cmd += ["--allow-partial", "--exp-dir", str(exp), "--", *TINY_MODEL]
+    cmd += ["--allow-partial", "--exp-dir", str(exp), "--", *tiny_recipe_model(epochs=10)]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     results = json.loads((exp / "results.json").read_text())
@@ -290,23 +290,3 @@ def test_recipe_runs_every_stage_on_a_tone_corpus(tmp_path: Path):
     assert results["test"]["cer"] < 0.5, results
     lines = [line.split("\t") for line in run.stdout.splitlines() if "\t" in line]
     assert [Path(f).stem for f, _ in lines] == [clip_id(25), clip_id(75)]
-
-
-TINY_MODEL = [  # 180 steps of a 33 k-parameter model: seconds of one core
-    "data.batch_seconds=2",
-    "data.num_workers=0",
-    "features.sample_rate=8000",
-    "features.n_mels=24",
-    "model.subsample=2",
-    "model.conv_channels=8",
-    "model.hidden_size=48",
-    "model.num_layers=1",
-    "train.lr=0.02",
-    "train.warmup_steps=10",
-    "train.epochs=10",
-    "train.spec_augment=false",
-    "train.wave_augment=false",
-    "train.average_last=0",
-    "train.validate_every_epochs=100",  # once, at the end
-    "train.progress=false",
-]
