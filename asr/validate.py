@@ -83,59 +83,74 @@ def validate_manifest(
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest")
+    result = Validation(path)
+    folder = path.resolve().parent
+    seen: dict[str, int] = {}
+    lengths: dict[str, float | str] = {}  # file -> seconds, or why it cannot be read
+    crlf: list[int] = []
+    blank: list[int] = []  # blank lines since the last utterance: errors unless at the end
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:  # line by line: a million-line manifest is never whole
+            for lineno, raw in enumerate(f, 1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    result.notes.append(Problem(path, 1, "note: UTF-8 byte-order mark (accepted)"))
+                    raw = raw[3:]
+                if raw.endswith(b"\r\n"):
+                    crlf.append(lineno)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    result.problems.append(Problem(path, lineno, f"not UTF-8 text ({err.reason})"))
+                    continue
+                if not line.strip():
+                    blank.append(lineno)
+                    continue
+                result.problems += [Problem(path, n, "blank line") for n in blank]
+                blank = []
+                _check_line(result, lineno, line, folder, seen, tokenizer)
+                utt = result.parsed.get(lineno)
+                if check_audio and utt is not None:
+                    _check_audio(path, lineno, utt, tolerance, result.problems, lengths)
     except OSError as err:
         raise ManifestError(f"{path}: cannot read the manifest ({err.strerror})") from None
-    result = Validation(path)
-    if raw.startswith(b"\xef\xbb\xbf"):
-        result.notes.append(Problem(path, 1, "note: UTF-8 byte-order mark (accepted)"))
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        result.problems.append(Problem(path, line, f"not UTF-8 text (byte {err.start})"))
-        return result
-    lines = text.split("\n")
-    crlf = [i for i, line in enumerate(lines, 1) if line.endswith("\r")]
     if crlf:
         result.notes.append(
             Problem(path, crlf[0], f"note: CRLF line ends on {len(crlf)} line(s) (accepted)")
         )
-    last = len(lines)
-    while last > 0 and not lines[last - 1].strip():
-        last -= 1
-    if len(lines) - last > 1:  # one empty string after the final newline is normal
-        result.notes.append(Problem(path, last + 1, "note: blank line(s) at the end (accepted)"))
-    folder = path.resolve().parent
-    seen: dict[str, int] = {}
-    lengths: dict[str, float | str] = {}  # file -> seconds, or why it cannot be read
-    for lineno, line in enumerate(lines[:last], 1):
-        if not line.strip():
-            result.problems.append(Problem(path, lineno, "blank line"))
-            continue
-        result.total += 1
-        utt = _parse(path, lineno, line, folder, result.problems)
-        if utt is None:
-            continue
-        result.parsed[lineno] = utt
-        if utt.key in seen:
-            cause = f"duplicate of line {seen[utt.key]} ({utt.key})"
-            result.problems.append(Problem(path, lineno, cause))
-        else:
-            seen[utt.key] = lineno
-        if tokenizer is not None:
-            unknown = tokenizer.unknown(normalize_text(utt.text))
-            if unknown:
-                chars = " ".join(repr(c) for c in sorted(unknown))
-                cause = f"outside the model's vocabulary: {chars}"
-                result.problems.append(Problem(path, lineno, cause))
-        if check_audio:
-            _check_audio(path, lineno, utt, tolerance, result.problems, lengths)
+    if blank:
+        result.notes.append(Problem(path, blank[0], "note: blank line(s) at the end (accepted)"))
     if result.total == 0:
         result.problems.append(Problem(path, 1, "manifest has no utterances"))
     return result
+
+
+def _check_line(
+    result: Validation,
+    lineno: int,
+    line: str,
+    folder: Path,
+    seen: dict[str, int],
+    tokenizer: Tokenizer | None,
+) -> None:
+    """Parse one utterance line into `result`: its problems, and `parsed` when it parses."""
+    path = result.manifest
+    result.total += 1
+    utt = _parse(path, lineno, line, folder, result.problems)
+    if utt is None:
+        return
+    result.parsed[lineno] = utt
+    if utt.key in seen:
+        cause = f"duplicate of line {seen[utt.key]} ({utt.key})"
+        result.problems.append(Problem(path, lineno, cause))
+    else:
+        seen[utt.key] = lineno
+    if tokenizer is not None:
+        unknown = tokenizer.unknown(normalize_text(utt.text))
+        if unknown:
+            chars = " ".join(repr(c) for c in sorted(unknown))
+            result.problems.append(
+                Problem(path, lineno, f"outside the model's vocabulary: {chars}")
+            )
 
 
 def _parse(

@@ -190,3 +190,14 @@ def test_segments_of_one_file_read_its_header_once(tmp_path, monkeypatch):
     assert len(calls) == 1 and len(result.usable()) == 4
     assert [p.line for p in result.problems] == [5]
     assert "segment 4.5-5.5 s lies past the end of the audio (4.000 s)" in result.problems[0].cause
+
+
+def test_a_line_that_is_not_utf8_is_named_and_the_rest_checked(tmp_path):
+    _wav(tmp_path / "a.wav", 1.0)
+    path = tmp_path / "m.jsonl"
+    good = _line("a.wav", 1.0, "ab").encode()
+    latin1 = '{"audio_filepath": "a.wav", "duration": 1.0, "text": "caf\xe9"}'.encode("latin-1")
+    path.write_bytes(good + b"\n" + latin1 + b"\n")
+    result = validate_manifest(path)
+    assert [(p.line, p.cause.split(" (")[0]) for p in result.problems] == [(2, "not UTF-8 text")]
+    assert len(result.usable()) == 1
