@@ -26,7 +26,7 @@ class DataConfig:
     train_manifest: str = ""  # JSON-lines manifest(s) of the training set, comma-separated
     dev_manifest: str = ""  # manifest used for validation WER and best-checkpoint selection
     batch_seconds: float = 120.0  # padded audio seconds per batch (the batch size)
-    num_workers: int = 2  # DataLoader worker processes
+    num_workers: int = 2  # DataLoader workers (on the CPU: at most the cores torch leaves free)
     cmvn_max_utts: int = 2000  # CMVN statistics from at most this many training utterances
     max_duration: float = 0.0  # leave out training utterances longer than this (s; 0 = keep all)
     drop_bad_lines: bool = False  # leave out manifest lines `asr validate` rejects (else refuse)
