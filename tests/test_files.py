@@ -315,3 +315,23 @@ def test_corrupt_archive_is_named(tmp_path):
     tar.write_bytes(b"not a tarball at all")
     with pytest.raises(DownloadError, match=r"broken\.tar\.gz"):
         extract_archive(tar, tmp_path / "out")
+
+
+def test_a_full_disk_leaves_the_previous_manifest(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from asr.data import Utterance, read_manifest, write_manifest
+
+    manifest = tmp_path / "train.jsonl"
+    write_manifest(manifest, [Utterance("a.wav", 1.0, "old")])
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match=r"train\.jsonl: cannot write \(No space left on device\)"):
+        write_manifest(manifest, [Utterance("b.wav", 2.0, "new")])
+    monkeypatch.undo()
+    assert [u.text for u in read_manifest(manifest)] == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == ["train.jsonl"]  # no temporary file left
