@@ -164,8 +164,8 @@ class BpeTokenizer:
         return self._sp.decode([i - 1 for i in ids if i != 0 and i - 1 != self._unk])
 
     def spell(self, word: str) -> list[str] | None:
-        pieces = self._sp.encode(word, out_type=str)
-        return None if self._unk in self._sp.encode(word) else pieces
+        ids = self._sp.encode(word)
+        return None if self._unk in ids else [self._sp.id_to_piece(i) for i in ids]
 
     def state_dict(self) -> dict:
         return {"type": "bpe", "model": self.model_proto}

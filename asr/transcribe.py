@@ -144,11 +144,7 @@ class Transcriber:
         model, tokenizer, meta = load_onnx(path)
         options = kwargs.pop("decoder_options", None)
         transcriber = cls(model, tokenizer, "cpu", **kwargs)
-        if lm is not None or lexicon is not None or options:
-            transcriber.decoder, transcriber.notes = make_decoder(
-                tokenizer, resolve_lm(lm, lexicon), tuned_settings(meta), **(options or {})
-            )
-        return transcriber
+        return transcriber._with_decoder(lm, lexicon, tuned_settings(meta), options)
 
     @classmethod
     def from_state(
@@ -166,11 +162,22 @@ class Transcriber:
         """
         model, tokenizer = recogniser_from_state(state)
         transcriber = cls(model, tokenizer, pick_device(device), **kwargs)
-        if lm is not None or lexicon is not None or decoder_options:
-            transcriber.decoder, transcriber.notes = make_decoder(
-                tokenizer, resolve_lm(lm, lexicon), tuned_settings(state), **(decoder_options or {})
-            )
+        transcriber._with_decoder(lm, lexicon, tuned_settings(state), decoder_options)
         return transcriber
+
+    def _with_decoder(
+        self,
+        lm: str | Path | None,
+        lexicon: str | Path | None,
+        tuned: dict | None,
+        options: dict | None,
+    ) -> Transcriber:
+        """Beam search when an LM, a lexicon or decoder options are given; greedy otherwise."""
+        if lm is not None or lexicon is not None or options:
+            self.decoder, self.notes = make_decoder(
+                self.tokenizer, resolve_lm(lm, lexicon), tuned, **(options or {})
+            )
+        return self
 
     @property
     def sample_rate(self) -> int:
