@@ -228,3 +228,16 @@ def read_blocks(
         if isinstance(err, AudioError):
             raise
         raise AudioError(f"{path}: cannot read audio ({err})") from None
+
+
+def check_samples(path: str | Path, block_seconds: float = 30.0) -> None:
+    """Read every sample of a file once, at its own rate, `block_seconds` at a time (bounded
+    memory): AudioError naming the file for NaN or infinite samples, which no header shows, and
+    for all that `read_blocks` refuses. For importers, which otherwise read headers only."""
+    _check_readable(Path(path))
+    try:
+        rate = sf.info(str(path)).samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(f"{path}: cannot read audio ({err})") from None
+    for _ in read_blocks(path, rate, block_seconds):
+        pass

@@ -8,7 +8,8 @@ tab, semicolon or bar). UTF-8, an Excel byte-order mark allowed. The path column
 audio files, relative to FILE's folder or absolute; the text column their transcripts (kept
 as written, runs of spaces made one; training normalises it). With `--speaker-column` the split
 is by speaker, else by utterance (see `data_prep/split.py`). Durations come from the audio
-headers; paths in the manifests are absolute.
+headers, and every sample is read once (block by block) to refuse NaN or infinite ones; paths
+in the manifests are absolute.
 
 A row that cannot be used (wrong number of fields, an empty path or text, a missing or
 unreadable file, a file listed twice) is one line naming FILE and its line number; the other
@@ -21,7 +22,7 @@ import csv
 import io
 from pathlib import Path
 
-from asr.audio import AudioError, audio_duration
+from asr.audio import AudioError, audio_duration, check_samples
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
 from data_prep.split import SPLIT_OPTIONS, Entry, ImporterError, SplitConfig, write_split
@@ -138,6 +139,7 @@ def prepare_csv_table(
             continue
         try:
             duration = audio_duration(audio)
+            check_samples(audio)
         except AudioError as err:
             problems.append(f"{where}: {err}")
             continue

@@ -12,8 +12,9 @@ The audio files are found recursively (the suffixes `asr transcribe` reads: .wav
 The text is kept as written (line breaks and runs of spaces become one space); training
 normalises it. With `--speaker-folders` the first folder level under DIR names the speaker
 (`DIR/alice/*.wav`, `DIR/bob/session2/*.wav`) and the split is by speaker; otherwise by
-utterance (see `data_prep/split.py`). Durations come from the audio headers; paths in the
-manifests are absolute.
+utterance (see `data_prep/split.py`). Durations come from the audio headers, and every
+sample is read once (block by block) to refuse NaN or infinite ones; paths in the manifests
+are absolute.
 
 Nothing is lost silently: an audio file without text, a sidecar or line without audio, a
 malformed line, an unreadable file, a name listed twice: each is one line naming the file (and
@@ -25,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from asr.audio import MAX_SECONDS, AudioError, audio_duration
+from asr.audio import MAX_SECONDS, AudioError, audio_duration, check_samples
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
 from asr.transcribe import AUDIO_SUFFIXES
@@ -195,6 +196,11 @@ def prepare_folder(
                 f"{path}: {duration:.1f} s, over the {MAX_SECONDS:g} s an utterance may last "
                 "(cut it into utterances)"
             )
+            continue
+        try:
+            check_samples(path)  # after the length check: a recording of hours is not read
+        except AudioError as err:
+            problems.append(str(err))
             continue
         entries.append(Entry(Utterance(str(path), duration, texts[path]), speaker))
     return write_split(entries, problems, Path(out_dir), config, folder)

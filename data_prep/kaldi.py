@@ -19,6 +19,8 @@ Relative paths in wav.scp are Kaldi's: relative to the recipe folder the scripts
 are tried next, or `--audio-root DIR` says where. Durations come from the audio headers, and a
 segment must lie within its file: one ending up to `asr.audio.SEGMENT_SLACK` seconds past the
 end (rounded times) is cut at the end, as Kaldi's extract-segments cuts (up to 0.5 s there).
+Every sample of a recording is read once (block by block): a recording with NaN or infinite
+samples anywhere is refused with the time of the first, and its utterances counted as lost.
 
 A wav.scp entry that is a command (`sph2pipe -f wav a.sph |`) or a byte offset into an archive
 (`feats.ark:1234`) is refused with the command that writes it as a real file (Kaldi's
@@ -33,7 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr.audio import SEGMENT_SLACK, AudioError, audio_duration
+from asr.audio import SEGMENT_SLACK, AudioError, audio_duration, check_samples
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
 from data_prep.split import SPLIT_OPTIONS, Entry, ImporterError, SplitConfig, write_split
@@ -134,6 +136,7 @@ def resolve_recordings(wav_scp: dict[str, Line], roots: list[Path]) -> dict[str,
             continue
         try:
             rec.duration = audio_duration(found)
+            check_samples(found)
         except AudioError as err:
             rec.problem = f"{line.where}: {err}"
             continue

@@ -4,6 +4,8 @@ unless --debug. Training skips an utterance that fails to load mid-epoch (in a w
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import shutil
@@ -122,16 +124,20 @@ def test_prepare_folder_names_each_unreadable_file(corpus, tmp_path, capsys):
     args = ["prepare", "folder", str(src), "--out-dir", str(out), "--dev-fraction", "0"]
     assert main([*args, "--test-fraction", "0"]) == 1
     err = capsys.readouterr().err
-    # Prepare reads headers only: the samples of NaN/Inf files are checked when loaded.
-    header_bad = {
+    # Every sample is read: the NaN and Inf files, whose headers are fine, are named too.
+    named = {
         src / p.name: cause
         for p, cause in bad.items()
-        if p.is_file() and "NaN" not in cause and p.name != "no_permission.wav"
+        if p.is_file() and p.name != "no_permission.wav"
     }
-    _one_line_each(err, {**header_bad, src / silence.name: "10800.0 s, over the 600 s"})
+    assert {p.name for p, cause in named.items() if "NaN" in cause} == {
+        "all_nan.wav",
+        "all_inf.wav",
+    }
+    _one_line_each(err, {**named, src / silence.name: "10800.0 s, over the 600 s"})
     assert "a_folder.txt: transcript with no audio file" in err  # a folder is not audio
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert {Path(r["audio_filepath"]).name for r in rows} >= {p.name for p in good}
+    assert sorted(Path(r["audio_filepath"]).name for r in rows) == sorted(p.name for p in good)
 
 
 def _trainer(tmp_path: Path, workers: int) -> Trainer:
@@ -228,6 +234,65 @@ def test_a_file_without_read_permission_is_named(corpus, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out.startswith(f"{good[0]}\t")
     assert f"asr: skipped {locked}: permission denied" in err
+
+
+def _deny_reading(monkeypatch: pytest.MonkeyPatch, locked: Path) -> None:
+    """Make `locked` unreadable as it is to a user without read permission, even to root:
+    access(2) answers no, open() raises PermissionError (EACCES), and libsndfile's own open
+    fails with its "System error" (what each says for a non-root user on a mode-000 file)."""
+    real_access, real_open, real_init = os.access, builtins.open, sf.SoundFile.__init__
+
+    def is_locked(file) -> bool:
+        return isinstance(file, str | os.PathLike) and Path(file) == locked
+
+    def access(path, mode, *args, **kwargs):
+        if is_locked(path) and mode & os.R_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    def open_(file, *args, **kwargs):
+        if is_locked(file):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *args, **kwargs)
+
+    def init(self, file, *args, **kwargs):
+        if is_locked(file):
+            raise sf.LibsndfileError(2, f"Error opening {str(file)!r}: ")  # SF_ERR_SYSTEM
+        real_init(self, file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(sf.SoundFile, "__init__", init)
+
+
+def test_an_unreadable_file_is_named_and_the_run_goes_on_even_as_root(
+    corpus, tmp_path, capsys, monkeypatch
+):
+    good, _, _, model = corpus
+    src = tmp_path / "src"
+    src.mkdir()
+    locked, other = src / "locked.wav", src / "good.wav"
+    shutil.copy(good[0], locked)
+    shutil.copy(good[0], other)
+    for path in (locked, other):
+        path.with_suffix(".txt").write_text("abc\n")
+    _deny_reading(monkeypatch, locked)
+    with pytest.raises(PermissionError), open(locked, "rb"):
+        pass
+
+    assert main(["transcribe", "--model", str(model), str(locked), str(other)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{other}\t")
+    _one_line_each(err, {locked: "permission denied"})
+    assert f"asr: skipped {locked}: permission denied" in err
+
+    out_dir = tmp_path / "data"
+    args = ["prepare", "folder", str(src), "--out-dir", str(out_dir)]
+    assert main([*args, "--dev-fraction", "0", "--test-fraction", "0"]) == 1
+    err = capsys.readouterr().err
+    _one_line_each(err, {locked: "permission denied"})
+    rows = [json.loads(line) for line in (out_dir / "train.jsonl").read_text().splitlines()]
+    assert [r["audio_filepath"] for r in rows] == [str(other)]
 
 
 def test_a_folder_or_a_missing_path_is_named():

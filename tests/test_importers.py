@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asr.audio import AudioError, check_samples
 from asr.cli import main
 from asr.data import read_manifest
 from data_prep.csv_table import prepare_csv_table
@@ -28,6 +29,19 @@ def write_audio(path: Path, seconds: float, seed: int = 0) -> Path:
     samples = 0.1 * np.random.default_rng(seed).standard_normal(round(seconds * RATE))
     sf.write(path, samples, RATE, subtype="PCM_16", format=path.suffix[1:].upper())
     return path
+
+
+def write_non_finite(path: Path, seconds: float, at: float, value: float) -> Path:
+    """A float file of noise, `seconds` long at 8 kHz, with one `value` (NaN, inf) at `at` s:
+    its header is fine, only reading the samples shows it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = 0.1 * np.random.default_rng(0).standard_normal(round(seconds * RATE))
+    samples[round(at * RATE)] = value
+    sf.write(path, samples.astype(np.float32), RATE, subtype="FLOAT")
+    return path
+
+
+NON_FINITE = "audio contains NaN or infinite samples at"  # load_audio's cause, and the time
 
 
 def rows(path: Path) -> list[dict]:
@@ -171,6 +185,29 @@ def test_folder_reports_every_bad_file_and_writes_the_good_ones(tmp_path: Path):
         assert sum(p.startswith(f"{src / name}: ") and cause in p for p in problems) == 1, name
     assert "5 entries skipped" in str(excinfo.value) and "2 good utterances" in str(excinfo.value)
     assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == ["good1", "good2"]
+
+
+def test_folder_reads_every_sample_and_names_nan_and_inf_files(tmp_path: Path):
+    src = tmp_path / "recordings"
+    write_audio(src / "good.wav", 0.5).with_suffix(".txt").write_text("good")
+    write_non_finite(src / "nan.wav", 0.5, 0.25, np.nan).with_suffix(".txt").write_text("x")
+    write_non_finite(src / "inf.wav", 0.5, 0.375, -np.inf).with_suffix(".txt").write_text("y")
+
+    with pytest.raises(SkippedEntries) as excinfo:
+        prepare_folder(src, tmp_path / "out", **NO_SPLIT)
+
+    assert skipped(excinfo) == [
+        f"{src / 'inf.wav'}: {NON_FINITE} 0.38 s",
+        f"{src / 'nan.wav'}: {NON_FINITE} 0.25 s",
+    ]
+    assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == ["good"]
+
+
+def test_check_samples_finds_a_bad_sample_in_a_later_block(tmp_path: Path):
+    path = write_non_finite(tmp_path / "a.wav", 1.0, 0.7, np.inf)
+    with pytest.raises(AudioError, match=f"{NON_FINITE} 0.70 s"):
+        check_samples(path, block_seconds=0.25)  # the fourth block of 0.25 s holds it
+    check_samples(write_audio(tmp_path / "b.flac", 1.0), block_seconds=0.25)  # no error
 
 
 def test_folder_transcript_file_problems_name_file_and_line(tmp_path: Path):
@@ -356,6 +393,23 @@ def test_csv_bad_rows_named_by_file_and_line(tmp_path: Path):
     assert problems[3].startswith(f"{table}:7: {tmp_path / 'bad.wav'}: cannot read audio header")
     assert problems[4:] == [f"{table}:8: a.wav already listed on line 2"]
     assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == ["two lines", "kept"]
+
+
+def test_csv_names_rows_of_nan_and_inf_files(tmp_path: Path):
+    write_audio(tmp_path / "a.wav", 0.5)
+    write_non_finite(tmp_path / "nan.wav", 0.5, 0.0, np.nan)
+    write_non_finite(tmp_path / "inf.wav", 0.5, 0.5 - 1 / RATE, np.inf)  # the last sample
+    table = tmp_path / "list.tsv"
+    table.write_text("path\ttext\nnan.wav\tx\na.wav\tkept\ninf.wav\ty\n", encoding="utf-8")
+
+    with pytest.raises(SkippedEntries) as excinfo:
+        prepare_csv_table(table, tmp_path / "out", "path", "text", **NO_SPLIT)
+
+    assert skipped(excinfo) == [
+        f"{table}:2: {tmp_path / 'nan.wav'}: {NON_FINITE} 0.00 s",
+        f"{table}:4: {tmp_path / 'inf.wav'}: {NON_FINITE} 0.50 s",
+    ]
+    assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == ["kept"]
 
 
 def test_csv_unknown_column_names_the_header(tmp_path: Path):
@@ -552,6 +606,21 @@ def test_kaldi_missing_file_and_unused_recording(tmp_path: Path):
     assert problems[0].startswith(f"{data / 'wav.scp'}:4: no audio file audio/nothing.wav")
     assert problems[0].endswith("[1 utterance(s) lost]")
     assert problems[1] == f"{data / 'wav.scp'}:5: recording utt4 has no utterance in text"
+
+
+def test_kaldi_names_a_recording_with_nan_samples_and_its_lost_utterances(tmp_path: Path):
+    data = kaldi_segmented(tmp_path)
+    bad = write_non_finite(tmp_path / "wav" / "meeting_a.wav", 4.0, 3.0, np.nan)
+
+    with pytest.raises(SkippedEntries) as excinfo:
+        prepare_kaldi(data, tmp_path / "out", **NO_SPLIT)
+
+    # A whole recording is refused: its three segments are counted as lost, not each named.
+    assert skipped(excinfo) == [
+        f"{data / 'wav.scp'}:1: {bad}: {NON_FINITE} 3.00 s [3 utterance(s) lost]"
+    ]
+    kept = [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")]
+    assert kept == ["words of bob-B-000", "words of cid-B-000", "words of cid-B-001"]
 
 
 def test_kaldi_needs_wav_scp_and_text(tmp_path: Path):
