@@ -20,12 +20,34 @@ class WaveAugmentConfig:
     snr_db: tuple[float, float] = (10.0, 40.0)
 
 
+def epoch_speeds(cfg: WaveAugmentConfig, seed: int, epoch: int, n: int) -> np.ndarray:
+    """(n,) speed factor of each of n utterances in an epoch, drawn all at once.
+
+    Drawn apart from the rest of the augmentation so that the batch sampler can group
+    utterances by their length after speed perturbation (S / speed), which keeps padding low.
+
+    >>> speeds = epoch_speeds(WaveAugmentConfig(), seed=0, epoch=1, n=1000)
+    >>> again = epoch_speeds(WaveAugmentConfig(), seed=0, epoch=1, n=1000)
+    >>> sorted(set(speeds.tolist())), bool((speeds == again).all())
+    ([0.9, 1.0, 1.1], True)
+    >>> epoch_speeds(WaveAugmentConfig(speed_factors=[]), seed=0, epoch=1, n=2)
+    array([1., 1.])
+    """
+    if not cfg.speed_factors:
+        return np.ones(n)
+    rng = np.random.default_rng([seed, epoch, n])
+    return rng.choice(np.asarray(cfg.speed_factors, dtype=np.float64), size=n)
+
+
 def augment_waveform(
-    wav: torch.Tensor, sample_rate: int, cfg: WaveAugmentConfig, rng: np.random.Generator
+    wav: torch.Tensor,
+    sample_rate: int,
+    cfg: WaveAugmentConfig,
+    rng: np.random.Generator,
+    speed: float = 1.0,
 ) -> torch.Tensor:
-    """(S,) -> (S',) with S' ~ S / speed; every random choice comes from `rng`."""
+    """(S,) -> (S',) with S' ~ S / speed (see `epoch_speeds`); gain and noise come from `rng`."""
     x = wav.numpy()
-    speed = float(rng.choice(cfg.speed_factors)) if cfg.speed_factors else 1.0
     if speed != 1.0:
         # Playing back faster = reading the samples as if recorded at rate * speed.
         x = soxr.resample(x, sample_rate * speed, sample_rate, quality="HQ")

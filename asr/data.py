@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr.audio import AudioError, audio_duration, load_audio, segment_duration
-from asr.augment import WaveAugmentConfig, augment_waveform
+from asr.augment import WaveAugmentConfig, augment_waveform, epoch_speeds
 from asr.files import atomic_write_text
 from asr.tokenizers import Tokenizer
 
@@ -113,8 +113,9 @@ class SpeechDataset(Dataset):
     {"error": "PATH: cause", "index": i} when its audio cannot be loaded (a file deleted or
     corrupted after the manifest was checked), so a DataLoader worker never dies of one file.
 
-    Waveform augmentation is seeded by (seed, epoch, index), so it is the same whichever
-    worker loads the item, and an interrupted epoch resumes with the same augmentations.
+    Waveform augmentation is seeded by (seed, epoch, index), and the speed factors of an
+    epoch by (seed, epoch) (`speeds`, which the batch sampler also reads), so an item is the
+    same whichever worker loads it, and an interrupted epoch resumes with the same augmentations.
     """
 
     def __init__(
@@ -131,9 +132,18 @@ class SpeechDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self._speeds: tuple[int, np.ndarray] | None = None  # (epoch, its speed factors)
 
     def __len__(self) -> int:
         return len(self.utts)
+
+    def speeds(self, epoch: int) -> np.ndarray:
+        """(N,) speed factor of every utterance in `epoch` (all 1 without waveform augmentation)."""
+        if self.augment is None:
+            return np.ones(len(self.utts))
+        if self._speeds is None or self._speeds[0] != epoch:
+            self._speeds = (epoch, epoch_speeds(self.augment, self.seed, epoch, len(self.utts)))
+        return self._speeds[1]
 
     def __getitem__(self, index: int) -> dict:
         utt = self.utts[index]
@@ -145,7 +155,8 @@ class SpeechDataset(Dataset):
             return {"error": f"{utt.key}: cannot read ({err.strerror or err})", "index": index}
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            wav = augment_waveform(wav, self.sample_rate, self.augment, rng)
+            speed = float(self.speeds(self.epoch)[index])
+            wav = augment_waveform(wav, self.sample_rate, self.augment, rng, speed)
         tokens = self.tokenizer.encode(utt.text) if self.tokenizer is not None else []
         return {"wav": wav, "tokens": torch.tensor(tokens, dtype=torch.long), "index": index}
 
@@ -181,13 +192,18 @@ def collate(items: list[dict]) -> dict:
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of similar-length utterances whose padded size stays under a budget in seconds.
 
-    Utterances are sorted by duration (with a little per-epoch jitter so batches differ between
+    Utterances are sorted by length (with a little per-epoch jitter so batches differ between
     epochs), cut into batches while `len(batch) * longest <= max_batch_seconds`, and the batch
-    order is shuffled. Every utterance appears exactly once per epoch; one longer than the budget
-    gets a batch of its own, unless `min_batch_size` (the number of training processes, so that
-    each gets a share of every batch) asks for more. `set_epoch(epoch, start_batch)` selects the
-    epoch and where to resume.
+    order is shuffled. Lengths are the durations divided by the epoch's speed factors when
+    `speeds(epoch) -> (N,)` is given (speed perturbation, `SpeechDataset.speeds`), so that
+    batches are grouped by the length the model will see and padding stays low. Every
+    utterance appears exactly once per epoch; one longer than the budget gets a batch of its
+    own, unless `min_batch_size` (the number of training processes, so that each gets a share
+    of every batch) asks for more. `set_epoch(epoch, start_batch)` selects the epoch and where
+    to resume.
     """
+
+    JITTER = 0.02  # sort keys move by up to +-1%: variety across epochs at little padding
 
     def __init__(
         self,
@@ -197,6 +213,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         max_batch_size: int = 512,
         min_batch_size: int = 1,
+        speeds: Callable[[int], np.ndarray] | None = None,
     ):
         if max_batch_seconds <= 0:
             raise ValueError("max_batch_seconds must be positive")
@@ -204,12 +221,13 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError("min_batch_size must be between 1 and max_batch_size")
         if len(durations) < min_batch_size:
             raise ValueError(f"{len(durations)} utterances cannot fill a batch of {min_batch_size}")
-        self.durations = list(durations)
+        self.durations = np.asarray(durations, dtype=np.float64)
         self.max_batch_seconds = max_batch_seconds
         self.shuffle = shuffle
         self.seed = seed
         self.max_batch_size = max_batch_size
         self.min_batch_size = min_batch_size
+        self.speeds = speeds
         self.epoch = 0
         self.start_batch = 0
 
@@ -217,25 +235,31 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
         self.start_batch = start_batch
 
+    def lengths(self) -> np.ndarray:
+        """(N,) seconds of each utterance as the model sees it in the current epoch."""
+        if self.speeds is None:
+            return self.durations
+        return self.durations / self.speeds(self.epoch)
+
     def batches(self) -> list[list[int]]:
         """All batches of the current epoch, in order."""
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        lengths = self.lengths().tolist()
         if self.shuffle:
-            # Jitter of up to +-5% mixes utterances of nearly equal length across epochs.
-            keys = [d * (1 + 0.1 * (rng.random() - 0.5)) for d in self.durations]
+            keys = [d * (1 + self.JITTER * (rng.random() - 0.5)) for d in lengths]
         else:
-            keys = self.durations
-        order = sorted(range(len(self.durations)), key=keys.__getitem__)
+            keys = lengths
+        order = sorted(range(len(lengths)), key=keys.__getitem__)
         batches: list[list[int]] = []
         batch: list[int] = []
         longest = 0.0
         for i in order:
-            grown = max(longest, self.durations[i])
+            grown = max(longest, lengths[i])
             full = len(batch) >= self.max_batch_size
             over = grown * (len(batch) + 1) > self.max_batch_seconds
             if len(batch) >= self.min_batch_size and (full or over):
                 batches.append(batch)
-                batch, grown = [], self.durations[i]
+                batch, grown = [], lengths[i]
             batch.append(i)
             longest = grown
         if batch and len(batch) < self.min_batch_size:

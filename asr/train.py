@@ -243,6 +243,7 @@ class Trainer:
             shuffle=True,
             seed=tc.seed,
             min_batch_size=self.dist.world_size,  # a share of every batch for each process
+            speeds=self.dataset.speeds,  # batches grouped by speed-perturbed length
         )
         self.ddp = None
         if self.dist.enabled:

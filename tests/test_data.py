@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from asr.augment import WaveAugmentConfig
 from asr.data import (
     BucketBatchSampler,
     ManifestError,
@@ -232,6 +233,35 @@ def test_speech_dataset_loads_and_encodes(tmp_path):
     assert got["index"] == 0
     assert got["wav"].shape == (16000,)
     assert got["tokens"].tolist() == tok.encode("ab a") == [2, 3, 1, 2]
+
+
+def test_batches_are_grouped_by_speed_perturbed_length(tmp_path):
+    """The sampler batches by the lengths the dataset will load after speed perturbation."""
+    rng = np.random.default_rng(0)
+    utts = []
+    for k in range(40):
+        seconds = round(float(rng.uniform(0.3, 1.2)), 3)
+        path = tmp_path / f"{k}.wav"
+        sf.write(path, rng.standard_normal(int(seconds * 8000)).astype(np.float32) * 0.1, 8000)
+        utts.append(Utterance(str(path), seconds, "a"))
+    dataset = SpeechDataset(utts, None, 8000, WaveAugmentConfig(), seed=3)
+    durs = [u.duration for u in utts]
+    sampler = BucketBatchSampler(durs, max_batch_seconds=4.0, seed=3, speeds=dataset.speeds)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        dataset.epoch = epoch
+        speeds = dataset.speeds(epoch)
+        assert set(speeds.tolist()) == {0.9, 1.0, 1.1}
+        loaded = {i: len(dataset[i]["wav"]) / 8000 for i in range(len(utts))}
+        for i, seconds in loaded.items():  # what the sampler assumed is what was loaded
+            assert seconds == pytest.approx(durs[i] / speeds[i], abs=1e-3)
+        batches = sampler.batches()
+        assert sorted(i for b in batches for i in b) == list(range(len(utts)))
+        for batch in batches:
+            assert len(batch) * max(loaded[i] for i in batch) <= 4.0 + 1e-3
+        padded = sum(len(b) * max(loaded[i] for i in b) for b in batches)
+        assert 1 - sum(loaded.values()) / padded < 0.1
+    assert not np.array_equal(dataset.speeds(0), dataset.speeds(1))
 
 
 def test_segments_round_trip_and_load_their_span(tmp_path):

@@ -43,8 +43,8 @@ def test_resume_gives_the_same_next_losses(tone_manifest: Path, tmp_path: Path):
     base = [*tiny_overrides(tone_manifest), "train.epochs=4", "train.wave_augment=true"]
     full = train(load_config(None, [*base, "train.max_steps=14"]), tmp_path / "full")
     # Stop in the middle of the second epoch, then continue to the same step.
-    part = train(load_config(None, [*base, "train.max_steps=9"]), tmp_path / "part")
-    assert part.progress.step == 9 and part.progress.batch > 0
+    part = train(load_config(None, [*base, "train.max_steps=7"]), tmp_path / "part")
+    assert part.progress.step == 7 and part.progress.batch > 0
     rest = train(None, tmp_path / "part", resume=True, overrides=["train.max_steps=14"])
     assert part.losses + rest.losses == full.losses
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
