@@ -9,6 +9,7 @@ defaults with a note saying so.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +67,19 @@ def _checked_sha256(files: LMFiles, info: dict) -> str:
     )
 
 
-def tuned_settings(checkpoint_state: dict) -> dict | None:
-    """The decoder values `asr tune-decoder` stored in a checkpoint, if any."""
-    tuned = checkpoint_state.get("decoder")
-    return tuned if isinstance(tuned, dict) else None
+def tuned_settings(checkpoint_state: dict) -> list[dict]:
+    """The decoder values `asr tune-decoder` stored in a checkpoint: one dict per LM tuned
+    (under "decoders"; checkpoints of earlier versions hold one under "decoder").
+
+    >>> tuned_settings({"decoders": [{"lm_sha256": "a"}], "decoder": {"lm_sha256": "b"}})
+    [{'lm_sha256': 'a'}, {'lm_sha256': 'b'}]
+    """
+    tuned = checkpoint_state.get("decoders")
+    found = [t for t in tuned if isinstance(t, dict)] if isinstance(tuned, list) else []
+    legacy = checkpoint_state.get("decoder")
+    if isinstance(legacy, dict):
+        found.append(legacy)
+    return found
 
 
 def decoder_words(tokenizer: Tokenizer, choice: LMChoice) -> list[str] | None:
@@ -86,7 +96,7 @@ def decoder_words(tokenizer: Tokenizer, choice: LMChoice) -> list[str] | None:
 def make_decoder(
     tokenizer: Tokenizer,
     choice: LMChoice,
-    tuned: dict | None,
+    tuned: Sequence[dict],
     beam_size: int | None = None,
     lm_weight: float | None = None,
     word_score: float | None = None,
@@ -97,7 +107,7 @@ def make_decoder(
     Values: given here > tuned for this LM (same sha256) > BeamConfig's defaults (with a note).
 
     >>> from asr.text import CharTokenizer
-    >>> make_decoder(CharTokenizer("ab"), LMChoice(None, None, None), tuned=None)
+    >>> make_decoder(CharTokenizer("ab"), LMChoice(None, None, None), tuned=[])
     (None, [])
     """
     if choice.lm is None and choice.lexicon is None:
@@ -106,9 +116,10 @@ def make_decoder(
         return None, []
     notes = []
     cfg = BeamConfig(nbest=nbest)
-    if tuned is not None and tuned.get("lm_sha256") == choice.lm_sha256:
-        cfg.lm_weight, cfg.word_score = tuned["lm_weight"], tuned["word_score"]
-        cfg.beam_size = tuned["beam_size"]
+    match = next((t for t in tuned if t.get("lm_sha256") == choice.lm_sha256), None)
+    if match is not None:
+        cfg.lm_weight, cfg.word_score = match["lm_weight"], match["word_score"]
+        cfg.beam_size = match["beam_size"]
     elif choice.lm is not None and (lm_weight is None or word_score is None):
         notes.append(
             f"decoder not tuned for {choice.lm} (run `asr tune-decoder`): using "

@@ -34,6 +34,7 @@ import torchaudio
 from torch import nn
 
 from asr.checkpoint import CheckpointError, load_checkpoint, recogniser_from_state
+from asr.decoders import tuned_settings
 from asr.features import FeatureConfig
 from asr.files import atomic_write_bytes
 from asr.model import ModelConfig, Recogniser
@@ -130,7 +131,7 @@ def export_metadata(state: dict) -> dict:
             "version": FORMAT_VERSION,
             "config": {"features": state["config"]["features"], "model": state["config"]["model"]},
             "tokenizer": state["tokenizer"],
-            "decoder": state.get("decoder"),  # `asr tune-decoder` values, if any
+            "decoders": tuned_settings(state),  # `asr tune-decoder` values, one per LM
         }
     )
 

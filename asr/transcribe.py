@@ -169,7 +169,7 @@ class Transcriber:
         self,
         lm: str | Path | None,
         lexicon: str | Path | None,
-        tuned: dict | None,
+        tuned: Sequence[dict],
         options: dict | None,
     ) -> Transcriber:
         """Beam search when an LM, a lexicon or decoder options are given; greedy otherwise."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from asr.beam import BeamConfig, BeamSearchDecoder
 from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.data import Utterance
-from asr.decoders import LMChoice, decoder_words
+from asr.decoders import LMChoice, decoder_words, tuned_settings
 from asr.metrics import score_corpus, score_utterance
 from asr.progress import progress_bar
 from asr.text import normalize_text
@@ -103,8 +103,11 @@ def tune_decoder(
 
 
 def store_settings(checkpoint: str | Path, settings: DecoderSettings) -> None:
-    """Write `settings` into the checkpoint (atomically) under "decoder"."""
+    """Add `settings` to the checkpoint's tuned values (atomically), replacing those of the
+    same LM; the values of other LMs stay, so that each LM decodes with its own."""
     state = load_checkpoint(checkpoint)
-    state["decoder"] = asdict(settings)
+    kept = [t for t in tuned_settings(state) if t.get("lm_sha256") != settings.lm_sha256]
+    state["decoders"] = [*kept, asdict(settings)]
+    state.pop("decoder", None)
     state.pop("version", None)
     save_checkpoint(checkpoint, state)

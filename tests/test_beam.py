@@ -217,6 +217,6 @@ def test_lexicon_the_model_cannot_spell_names_the_file(tmp_path: Path):
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("ÆØÅ\n42\n")
     with pytest.raises(DecoderError) as err:
-        make_decoder(TOK, LMChoice(None, lexicon, None), tuned=None)
+        make_decoder(TOK, LMChoice(None, lexicon, None), tuned=[])
     assert str(err.value).startswith(f"{lexicon}: none of its 2 words can be spelt")
     assert "'24åæø'" in str(err.value)

@@ -244,7 +244,7 @@ def test_tune_decoder_stores_values_used_by_transcribe(trained, tmp_path, capsys
     args += ["--lm", str(lm), "--lexicon", str(words_file), "--lm-weights", "0,0.5"]
     assert main([*args, "--word-scores", "0,1", "--beam-size", "8"]) == 0
     assert "best: lm_weight" in capsys.readouterr().out
-    tuned = load_checkpoint(model_copy)["decoder"]
+    (tuned,) = load_checkpoint(model_copy)["decoders"]
     assert len(tuned["grid"]) == 4 and tuned["beam_size"] == 8
     assert tuned["dev_wer"] == min(g["wer"] for g in tuned["grid"])
     wav = read_manifest(manifest)[0].audio_filepath
@@ -254,3 +254,14 @@ def test_tune_decoder_stores_values_used_by_transcribe(trained, tmp_path, capsys
     other = _unigram_arpa(tmp_path / "other.arpa", ["a", "b"])
     assert main([*base, "--lm", str(other)]) == 0
     assert "not tuned for" in capsys.readouterr().err  # a different LM: said so
+    # Tuning a second LM keeps the first one's values: each LM decodes with its own.
+    other_args = [*args[:5], "--lm", str(other), *args[7:9], "--lm-weights", "1.5"]
+    assert main([*other_args, "--word-scores", "-1", "--beam-size", "4"]) == 0
+    first, second = load_checkpoint(model_copy)["decoders"]
+    assert first == tuned and (second["lm_weight"], second["beam_size"]) == (1.5, 4)
+    assert main(["tune-decoder", *args[1:], "--word-scores", "0", "--beam-size", "8"]) == 0
+    second_again, first_again = load_checkpoint(model_copy)["decoders"]  # re-tuned: replaced
+    assert second_again == second and first_again["grid"] == tuned["grid"][::2]
+    for lm_path in (lm, other):
+        assert main([*base, "--lm", str(lm_path)]) == 0
+        assert "not tuned" not in capsys.readouterr().err

@@ -129,7 +129,7 @@ def test_metadata_carries_a_bpe_tokenizer_and_tuned_decoder_values(tmp_path):
     assert isinstance(onnx_tokenizer, BpeTokenizer)
     assert onnx_tokenizer.model_proto == tokenizer.model_proto  # bytes, through base64
     assert onnx_tokenizer.encode("cab ba") == tokenizer.encode("cab ba")
-    assert meta["decoder"] == tuned
+    assert meta["decoders"] == [tuned]  # a checkpoint of the earlier one-LM format
     assert onnx_model.features.cfg == FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=20)
     assert onnx_model.acoustic.cfg == replace(model_cfg, vocab_size=tokenizer.vocab_size)
     # The transcriber takes the frame rate and the sample rate from the metadata.
