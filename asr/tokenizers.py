@@ -7,7 +7,8 @@ in its units for lexicon decoding (`spell`), and saves itself into the checkpoin
 
 - `char` (`asr.text.CharTokenizer`): every character of the training text; the space is a unit.
 - `phone`: space-separated tokens of the text, one unit each (phone recognition, e.g. TIMIT);
-  a "word" is then a phone, so WER is the phone error rate.
+  a "word" is then a phone, so WER is the phone error rate. It and `char` are one shape
+  (`asr.text.SymbolTokenizer`) that differs only in how a text splits into units.
 - `bpe`: SentencePiece byte-pair encoding trained on the training text (or a given model file);
   words begin with the piece marker "▁", so spaces need no unit of their own.
 """
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from asr.text import BLANK, CharTokenizer, TokenizerError
+from asr.text import BLANK, CharTokenizer, SymbolTokenizer, TokenizerError
 
 UNITS = ("char", "phone", "bpe")
 
@@ -36,7 +37,7 @@ class Tokenizer(Protocol):
     def state_dict(self) -> dict: ...
 
 
-class PhoneTokenizer:
+class PhoneTokenizer(SymbolTokenizer):
     """Space-separated tokens <-> ids; id 0 is the blank, there is no space unit.
 
     >>> tok = PhoneTokenizer.from_texts(["sil k ae t sil", "d ao g"])
@@ -52,43 +53,23 @@ class PhoneTokenizer:
     asr.text.TokenizerError: units outside the vocabulary: 'ah'
     """
 
-    def __init__(self, units: Iterable[str]):
-        self.tokens: list[str] = [BLANK, *units]
-        if len(set(self.tokens)) != len(self.tokens) or any(
-            not t or any(c.isspace() for c in t) for t in self.tokens
-        ):
-            raise ValueError("phone units must be unique, non-empty and without spaces")
-        self._ids = {t: i for i, t in enumerate(self.tokens)}
+    kind = "phone"
+    state_key = "units"
+    unit_name = "units"
+    separator = " "
+    invalid_units = "phone units must be unique, non-empty and without spaces"
 
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> PhoneTokenizer:
-        units: set[str] = set()
-        for text in texts:
-            units.update(text.split())
-        return cls(sorted(units))
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return text.split()
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokens)
-
-    def unknown(self, text: str) -> set[str]:
-        return {t for t in text.split() if t not in self._ids or t == BLANK}
-
-    def encode(self, text: str) -> list[int]:
-        unknown = self.unknown(text)
-        if unknown:
-            raise TokenizerError(f"units outside the vocabulary: {' '.join(sorted(unknown))!r}")
-        return [self._ids[t] for t in text.split()]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return " ".join(self.tokens[i] for i in ids if i != 0)
+    @staticmethod
+    def allowed(symbol: str) -> bool:
+        return bool(symbol) and not any(c.isspace() for c in symbol)
 
     def spell(self, word: str) -> list[str] | None:
         """A "word" is one phone: spelt as itself, or None when it is not a unit."""
         return [word] if word in self._ids and word != BLANK else None
-
-    def state_dict(self) -> dict:
-        return {"type": "phone", "units": self.tokens[1:]}
 
 
 class BpeTokenizer:
@@ -193,7 +174,7 @@ def tokenizer_from_state(state: dict) -> Tokenizer:
     if kind == "char":
         return CharTokenizer.from_state_dict(state)
     if kind == "phone":
-        return PhoneTokenizer(state["units"])
+        return PhoneTokenizer.from_state_dict(state)
     if kind == "bpe":
         return BpeTokenizer(state["model"])
     raise ValueError(f"unknown tokenizer type {kind!r} in the checkpoint")
