@@ -158,25 +158,20 @@ def download_librispeech(
     """Download (resuming, checksummed) and unpack `parts` into `root`; returns `root`, which
     then holds `LibriSpeech/<part>/` for each part. A finished part is only checked again.
 
-    Each archive unpacks to its own `root/unpacked/<part>/` (they all have the top folder
-    `LibriSpeech/`, which unpacking one into the folder of another would replace), and
-    `root/LibriSpeech/<part>` is a relative symlink to it.
+    Every archive has the top folder `LibriSpeech/`: `extract_archive` merges each into the one
+    tree. (A part unpacked by older versions, to `root/unpacked/<part>/` behind a symlink, is
+    unpacked once more in its place; `root/unpacked/` can then be deleted.)
     """
     root = Path(root)
     for name in parts:
         part = _part(name)
         url = f"{base_url}/{part.resource}/{part.name}.tar.gz"
         archive = download_file(url, root / f"{part.name}.tar.gz", sha256=part.sha256, md5=part.md5)
-        unpacked = root / "unpacked" / part.name
-        extract_archive(archive, unpacked)
-        if not (unpacked / FOLDER_NAME / part.name).is_dir():
+        extract_archive(archive, root)
+        if not (root / FOLDER_NAME / part.name).is_dir():
             raise LibriSpeechError(
                 f"{archive}: has no {FOLDER_NAME}/{part.name}/ folder; not a LibriSpeech archive"
             )
-        link = root / FOLDER_NAME / part.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(Path("..", "unpacked", part.name, FOLDER_NAME, part.name))
     return root
 
 

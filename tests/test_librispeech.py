@@ -305,10 +305,8 @@ def _archive(source: Path, part: str) -> bytes:
     return buf.getvalue()
 
 
-def test_download_resumes_checks_md5_and_keeps_both_parts(
-    mini, range_server, tmp_path: Path, monkeypatch
-):
-    source, rows = mini
+def _serve_mini(source: Path, range_server, monkeypatch) -> tuple:
+    """Serve the Mini parts of `source` as archives whose md5 the release table then holds."""
     served, base = range_server
     for part in MINI:
         body = _archive(source, part)
@@ -317,6 +315,14 @@ def test_download_resumes_checks_md5_and_keeps_both_parts(
         monkeypatch.setitem(
             librispeech.PARTS, part, dataclasses.replace(librispeech.PARTS[part], md5=md5)
         )
+    return served, base
+
+
+def test_download_resumes_checks_md5_and_keeps_both_parts(
+    mini, range_server, tmp_path: Path, monkeypatch
+):
+    source, rows = mini
+    served, base = _serve_mini(source, range_server, monkeypatch)
     root = tmp_path / "download"
     root.mkdir()
     first = served.files["/31/dev-clean-2.tar.gz"]
@@ -327,7 +333,10 @@ def test_download_resumes_checks_md5_and_keeps_both_parts(
         ("/31/dev-clean-2.tar.gz", "bytes=500-"),
         ("/31/train-clean-5.tar.gz", None),
     ]
-    # Both parts are there although both archives have the top folder LibriSpeech/.
+    # Both parts are there, in one tree, although both archives have the top folder LibriSpeech/.
+    for part in MINI:
+        assert (root / "LibriSpeech" / part).is_dir()
+        assert not (root / "LibriSpeech" / part).is_symlink()
     out = librispeech.prepare_mini_librispeech(root, tmp_path / "out")
     train = rows_of(out["train"])
     assert [r["text"] for r in train] == [r["text"] for r in expected_rows(rows, "train-clean-5")]
@@ -338,6 +347,26 @@ def test_download_resumes_checks_md5_and_keeps_both_parts(
     # Finished: a second call fetches nothing.
     librispeech.download_librispeech(root, librispeech.MINI_PARTS, base)
     assert len(served.requests) == 2
+
+
+def test_download_replaces_the_per_part_symlinks_of_older_versions(
+    mini, range_server, tmp_path: Path, monkeypatch
+):
+    """Older versions unpacked each part to unpacked/<part>/ and linked LibriSpeech/<part> to it:
+    such a copy is unpacked once more into the one tree, and prepares as before."""
+    source, rows = mini
+    _, base = _serve_mini(source, range_server, monkeypatch)
+    root = tmp_path / "download"
+    (root / "LibriSpeech").mkdir(parents=True)
+    for part in MINI:
+        old = Path("unpacked", part, "LibriSpeech", part)
+        (root / old).mkdir(parents=True)  # left empty: what prepares must be unpacked anew
+        (root / "LibriSpeech" / part).symlink_to(Path("..", old))
+    librispeech.download_librispeech(root, librispeech.MINI_PARTS, base)
+    for part in MINI:
+        assert not (root / "LibriSpeech" / part).is_symlink()
+    out = librispeech.prepare_mini_librispeech(root, tmp_path / "out")
+    assert len(rows_of(out["train"])) == len(expected_rows(rows, "train-clean-5"))
 
 
 def test_librispeech_parts_are_checked_by_sha256_too(range_server, tmp_path: Path, monkeypatch):
