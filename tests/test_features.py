@@ -1,4 +1,5 @@
-"""LogMel against librosa, frame counts, padding, CMVN, level normalisation and SpecAugment."""
+"""LogMel against librosa and torchaudio, frame counts, padding, CMVN, level normalisation,
+old checkpoints, autocast and CUDA, and SpecAugment."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import librosa
 import numpy as np
 import pytest
 import torch
+import torchaudio
 
-from asr.features import FeatureConfig, LogMel, SpecAugment, SpecAugmentConfig, num_frames
+from asr.features import (
+    ChunkedMelSpectrogram,
+    FeatureConfig,
+    LogMel,
+    SpecAugment,
+    SpecAugmentConfig,
+    num_frames,
+)
 
 
 def tone_and_noise(rate: int, seconds: float, seed: int = 0, level: float = 0.3) -> np.ndarray:
@@ -137,6 +146,94 @@ def test_fit_cmvn_standardises_the_data_it_saw():
     torch.testing.assert_close(
         x.std(0, correction=0), torch.ones(40, dtype=torch.float64), atol=1e-3, rtol=0
     )
+
+
+CONFIGS = [
+    FeatureConfig(),
+    FeatureConfig(n_mels=40, f_min=20.0, f_max=7600.0),
+    FeatureConfig(sample_rate=8000, n_mels=23),
+    FeatureConfig(n_mels=3),  # fewer filters than filterbank bands
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "40mel-band-limited", "8k", "3mel"])
+@pytest.mark.parametrize("chunk_frames", [1, 7, 2048])
+def test_chunked_mel_equals_torchaudio(cfg, chunk_frames):
+    mel = ChunkedMelSpectrogram(cfg)
+    mel.CHUNK_FRAMES = chunk_frames  # 1: more rows than a chunk holds; 7: a ragged last chunk
+    rate = cfg.sample_rate
+    wavs, _ = pad_batch(
+        [torch.from_numpy(tone_and_noise(rate, s, seed=i)) for i, s in enumerate([0.31, 0.5, 0.02])]
+    )
+    ours = mel(wavs)
+    reference = torchaudio.transforms.MelSpectrogram.forward(mel, wavs)  # torch.stft, dense fb
+    assert ours.shape == reference.shape == (3, cfg.n_mels, wavs.shape[1] // cfg.hop_length + 1)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6 * float(reference.max()))
+
+
+def test_chunked_mel_takes_its_bands_from_a_loaded_filterbank():
+    cfg = FeatureConfig(n_mels=40)
+    mel = ChunkedMelSpectrogram(cfg)
+    state = mel.state_dict()
+    state["mel_scale.fb"] = torch.rand_like(state["mel_scale.fb"])  # nonzero everywhere
+    mel.load_state_dict(state)
+    wavs = torch.from_numpy(tone_and_noise(cfg.sample_rate, 0.3))[None]
+    reference = torchaudio.transforms.MelSpectrogram.forward(mel, wavs)
+    torch.testing.assert_close(mel(wavs), reference, rtol=1e-5, atol=0)
+
+
+def test_old_checkpoints_load_and_give_the_same_features():
+    """Checkpoints saved when LogMel held a plain torchaudio MelSpectrogram."""
+    cfg = FeatureConfig(n_mels=40, normalize_level=False)
+    old = torchaudio.transforms.MelSpectrogram(
+        sample_rate=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        win_length=cfg.win_length,
+        hop_length=cfg.hop_length,
+        n_mels=cfg.n_mels,
+        power=2.0,
+        center=True,
+        pad_mode="constant",
+    )
+    state = {f"mel.{k}": v for k, v in old.state_dict().items()}
+    state |= {"cmvn_mean": torch.linspace(-3, 3, 40), "cmvn_std": torch.linspace(0.5, 2, 40)}
+    lm = LogMel(cfg)
+    assert set(lm.state_dict()) == set(state)
+    lm.load_state_dict(state)  # strict
+    y = torch.from_numpy(tone_and_noise(cfg.sample_rate, 0.6))
+    feats, _ = lm(y[None], torch.tensor([len(y)]))
+    log_mel = old(y[None]).clamp(min=1e-10).log().transpose(1, 2)  # (1, T, n_mels)
+    expected = (log_mel - state["cmvn_mean"]) / state["cmvn_std"]
+    torch.testing.assert_close(feats, expected, atol=1e-4, rtol=0)
+
+
+def autocast_dtype(device: str) -> torch.dtype:
+    return torch.bfloat16 if device == "cpu" else torch.float16
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ),
+    ],
+)
+def test_features_in_float32_under_autocast_and_on_each_device(device):
+    cfg = FeatureConfig(n_mels=40)
+    wavs, lens = pad_batch(
+        [torch.from_numpy(tone_and_noise(16000, s, seed=i)) for i, s in enumerate([0.7, 0.25])]
+    )
+    on_cpu, cpu_lens = LogMel(cfg)(wavs, lens)
+    lm = LogMel(cfg).to(device)
+    with torch.autocast(device, dtype=autocast_dtype(device)):
+        feats, frame_lens = lm(wavs.to(device), lens.to(device))
+    assert feats.dtype == torch.float32
+    assert torch.equal(frame_lens.cpu(), cpu_lens)
+    # Another FFT library on the GPU: close, not equal.
+    torch.testing.assert_close(feats.cpu(), on_cpu, atol=1e-3 if device == "cuda" else 1e-5, rtol=0)
 
 
 def test_fit_cmvn_without_frames_raises():
