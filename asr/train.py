@@ -10,9 +10,10 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -23,7 +24,6 @@ from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from asr.data import (
     BucketBatchSampler,
     SpeechDataset,
-    Utterance,
     collate,
 )
 from asr.device import autocast, configure_backends, pick_device, resolve_precision
@@ -38,10 +38,10 @@ from asr.distributed import (
 from asr.evaluate import evaluate_utterances
 from asr.features import SpecAugment
 from asr.files import atomic_write_text
+from asr.manifest_index import ManifestIndex
 from asr.metrics import write_report
 from asr.model import Recogniser
 from asr.progress import progress_bar
-from asr.text import normalize_text
 from asr.tokenizers import build_tokenizer, tokenizer_from_state
 from asr.transcribe import Transcriber
 from asr.validate import validate_manifest
@@ -85,19 +85,20 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per validation
 
 
-def load_normalised(manifest: str, role: str, drop_bad_lines: bool = False) -> list[Utterance]:
+def load_normalised(manifest: str, role: str, drop_bad_lines: bool = False) -> ManifestIndex:
     """Utterances of one or more comma-separated manifests, checked by `asr validate`'s rules
-    (audio headers included), text normalised.
+    (audio headers included), text normalised as each is read: they stay on disk, a few
+    numbers per line in memory.
 
     A manifest with problems raises DataError listing every one, in `asr validate`'s words;
     with `drop_bad_lines` its bad lines are left out instead, with a count.
     """
     if not manifest:
         raise ValueError(f"data.{role}_manifest is not set")
-    utts, problems = [], []
+    parts, problems = [], []
     for path in manifest.split(","):
         validation = validate_manifest(path)
-        utts += validation.usable()
+        parts.append(validation.index())
         problems += [str(p) for p in validation.problems]
         if validation.problems and drop_bad_lines:
             for line in problems[-len(validation.problems) :]:
@@ -108,9 +109,10 @@ def load_normalised(manifest: str, role: str, drop_bad_lines: bool = False) -> l
             )
     if problems and not drop_bad_lines:
         raise DataError(problems, f"data.{role}_manifest")
-    if not utts:
+    utts = ManifestIndex.concat(parts, normalise=True)
+    if not len(utts):
         raise DataError(problems, f"data.{role}_manifest")
-    return [replace(u, text=normalize_text(u.text)) for u in utts]
+    return utts
 
 
 # With a time budget, the schedule is sized after every step once this many steps or this
@@ -215,7 +217,7 @@ class Trainer:
         self.train_utts = self._within_max_duration(
             load_normalised(cfg.data.train_manifest, "train", drop)
         )
-        self.dev_utts = load_normalised(cfg.data.dev_manifest, "dev", drop)
+        self.dev_utts = list(load_normalised(cfg.data.dev_manifest, "dev", drop))  # small
         self.tokenizer = build_tokenizer(
             cfg.data.units,
             (u.text for u in self.train_utts),
@@ -238,7 +240,7 @@ class Trainer:
             seed=tc.seed,
         )
         self.sampler = BucketBatchSampler(
-            [u.duration for u in self.train_utts],
+            self.train_utts.duration,
             cfg.data.batch_seconds,
             shuffle=True,
             seed=tc.seed,
@@ -267,13 +269,13 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.sampler.batches()) / self.cfg.train.accumulate)
 
-    def _within_max_duration(self, utts: list[Utterance]) -> list[Utterance]:
+    def _within_max_duration(self, utts: ManifestIndex) -> ManifestIndex:
         """Training utterances no longer than data.max_duration; says how many were left out."""
         limit = self.cfg.data.max_duration
         if limit <= 0:
             return utts
-        kept = [u for u in utts if u.duration <= limit]
-        if not kept:
+        kept = utts.select(np.flatnonzero(utts.duration <= limit))
+        if not len(kept):
             raise ValueError(
                 f"{self.cfg.data.train_manifest}: every utterance is over "
                 f"data.max_duration={limit:g} s"
@@ -336,11 +338,11 @@ class Trainer:
     def fit_cmvn(self) -> None:
         """Global CMVN from (a seeded sample of) the training set, without augmentation."""
         rng = random.Random(self.cfg.train.seed)
-        utts = list(self.train_utts)
-        if len(utts) > self.cfg.data.cmvn_max_utts:
-            utts = rng.sample(utts, self.cfg.data.cmvn_max_utts)
+        utts = self.train_utts
+        if len(utts) > self.cfg.data.cmvn_max_utts:  # (the same sample as of a list)
+            utts = utts.select(rng.sample(range(len(utts)), self.cfg.data.cmvn_max_utts))
         dataset = SpeechDataset(utts, None, self.cfg.features.sample_rate)
-        sampler = BucketBatchSampler([u.duration for u in utts], 600.0, shuffle=False)
+        sampler = BucketBatchSampler(utts.duration, 600.0, shuffle=False)
         loader = self._loader(dataset, sampler)
         batches = (b for b in loader if len(b["wav_lens"]))  # (failed loads are left out)
         self.model.features.fit_cmvn((b["wavs"], b["wav_lens"]) for b in batches)

@@ -13,14 +13,19 @@ What is accepted and reported as a note (every JSON reader here copes with it):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from asr.audio import MAX_SECONDS, AudioError, audio_duration
 from asr.audio import _segment_end as segment_end
 from asr.data import ManifestError, Utterance
+from asr.manifest_index import ManifestIndex
 from asr.text import normalize_text
 from asr.tokenizers import Tokenizer
 
@@ -43,18 +48,46 @@ class Problem:
 
 @dataclass
 class Validation:
+    """Problems and notes of a manifest, and where its parsed lines are: a few numbers per
+    line (never a Python object per line), so a million-line manifest costs megabytes."""
+
     manifest: Path
-    parsed: dict[int, Utterance] = field(default_factory=dict)  # line -> utterance, if it parsed
     problems: list[Problem] = field(default_factory=list)  # errors, in line order
     notes: list[Problem] = field(default_factory=list)  # accepted, reported
     total: int = 0  # lines holding an utterance (good or bad)
+    # per line that parsed, in line order: its number, byte position, duration, offset (NaN:
+    # none) and a 64-bit hash of its utterance's key (duplicates are found by sorting these)
+    lines: array = field(default_factory=lambda: array("q"))
+    starts: array = field(default_factory=lambda: array("q"))
+    durations: array = field(default_factory=lambda: array("d"))
+    offsets: array = field(default_factory=lambda: array("d"))
+    keys: array = field(default_factory=lambda: array("q"))
+
+    def index(self, audio_problems: bool = False, normalise: bool = False) -> ManifestIndex:
+        """The utterances of lines without problems, in line order, left on disk; with
+        `audio_problems`, also those whose only problems are about their audio file (for a
+        reader that names unreadable files itself, as transcription does)."""
+        bad = [p.line for p in self.problems if not (audio_problems and p.audio)]
+        if not bad:  # every parsed line: the index shares this object's arrays, no copy
+            return self._parsed(slice(None), normalise)
+        good = np.flatnonzero(~np.isin(np.asarray(self.lines, dtype=np.int64), bad))
+        return self._parsed(good, normalise)
+
+    def _parsed(self, rows: np.ndarray | slice, normalise: bool = False) -> ManifestIndex:
+        """The utterances of parsed lines number `rows` (0 = the first line that parsed)."""
+        start = np.asarray(self.starts, dtype=np.int64)[rows]
+        return ManifestIndex(
+            [str(self.manifest)],
+            np.zeros(len(start), dtype=np.int16),
+            start,
+            np.asarray(self.durations, dtype=np.float64)[rows],
+            np.asarray(self.offsets, dtype=np.float64)[rows],
+            normalise,
+        )
 
     def usable(self, audio_problems: bool = False) -> list[Utterance]:
-        """The utterances of lines without problems, in line order; with `audio_problems`,
-        also those whose only problems are about their audio file (for a reader that names
-        unreadable files itself, as transcription does)."""
-        bad = {p.line for p in self.problems if not (audio_problems and p.audio)}
-        return [u for line, u in self.parsed.items() if line not in bad]
+        """`index(audio_problems)` as a list (for small manifests)."""
+        return list(self.index(audio_problems))
 
     @property
     def bad_lines(self) -> int:
@@ -85,32 +118,37 @@ def validate_manifest(
         raise ManifestError(f"{path}: no such manifest")
     result = Validation(path)
     folder = path.resolve().parent
-    seen: dict[str, int] = {}
     lengths: dict[str, float | str] = {}  # file -> seconds, or why it cannot be read
     crlf: list[int] = []
     blank: list[int] = []  # blank lines since the last utterance: errors unless at the end
     try:
         with path.open("rb") as f:  # line by line: a million-line manifest is never whole
+            start = 0  # byte position of the line
             for lineno, raw in enumerate(f, 1):
+                end = start + len(raw)
                 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     result.notes.append(Problem(path, 1, "note: UTF-8 byte-order mark (accepted)"))
                     raw = raw[3:]
+                    start = 3
                 if raw.endswith(b"\r\n"):
                     crlf.append(lineno)
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
                     result.problems.append(Problem(path, lineno, f"not UTF-8 text ({err.reason})"))
+                    start = end
                     continue
                 if not line.strip():
                     blank.append(lineno)
+                    start = end
                     continue
                 result.problems += [Problem(path, n, "blank line") for n in blank]
                 blank = []
-                _check_line(result, lineno, line, folder, seen, tokenizer)
-                utt = result.parsed.get(lineno)
+                utt = _check_line(result, lineno, start, line, folder, tokenizer)
                 if check_audio and utt is not None:
                     _check_audio(path, lineno, utt, tolerance, result.problems, lengths)
+                start = end
+        _report_duplicates(result)
     except OSError as err:
         raise ManifestError(f"{path}: cannot read the manifest ({err.strerror})") from None
     if crlf:
@@ -127,23 +165,23 @@ def validate_manifest(
 def _check_line(
     result: Validation,
     lineno: int,
+    start: int,
     line: str,
     folder: Path,
-    seen: dict[str, int],
     tokenizer: Tokenizer | None,
-) -> None:
-    """Parse one utterance line into `result`: its problems, and `parsed` when it parses."""
+) -> Utterance | None:
+    """Parse one utterance line (at byte `start`) into `result`: its problems, and its place
+    when it parses; the utterance, or None."""
     path = result.manifest
     result.total += 1
     utt = _parse(path, lineno, line, folder, result.problems)
     if utt is None:
-        return
-    result.parsed[lineno] = utt
-    if utt.key in seen:
-        cause = f"duplicate of line {seen[utt.key]} ({utt.key})"
-        result.problems.append(Problem(path, lineno, cause))
-    else:
-        seen[utt.key] = lineno
+        return None
+    result.lines.append(lineno)
+    result.starts.append(start)
+    result.durations.append(utt.duration)
+    result.offsets.append(math.nan if utt.offset is None else utt.offset)
+    result.keys.append(_key_hash(utt.key))
     if tokenizer is not None:
         unknown = tokenizer.unknown(normalize_text(utt.text))
         if unknown:
@@ -151,6 +189,42 @@ def _check_line(
             result.problems.append(
                 Problem(path, lineno, f"outside the model's vocabulary: {chars}")
             )
+    return utt
+
+
+def _key_hash(key: str) -> int:
+    """A 64-bit hash of an utterance's key, the same in every process."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _report_duplicates(result: Validation) -> None:
+    """A problem for each line whose utterance's key an earlier line has: equal hashes are
+    found by sorting, then only those lines are read again to compare their keys."""
+    keys = np.asarray(result.keys, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    same = ordered[1:] == ordered[:-1]
+    result.keys = array("q")  # not needed any more
+    if not same.any():
+        return
+    candidates = np.zeros(len(keys), dtype=bool)
+    candidates[order[1:][same]] = True
+    candidates[order[:-1][same]] = True
+    positions = np.flatnonzero(candidates)  # in line order
+    utts = result._parsed(positions)
+    first: dict[str, int] = {}
+    duplicates = []
+    for i, utt in zip(positions.tolist(), utts, strict=True):
+        key, lineno = utt.key, result.lines[i]
+        if key in first:
+            cause = f"duplicate of line {first[key]} ({key})"
+            duplicates.append(Problem(result.manifest, lineno, cause))
+        else:
+            first[key] = lineno
+    # A parsed line's first problem is its duplicate one (as when found while reading).
+    ids = {id(p) for p in duplicates}
+    result.problems = sorted(result.problems + duplicates, key=lambda p: (p.line, id(p) not in ids))
 
 
 def _parse(
@@ -221,6 +295,8 @@ def _check_audio(
         except OSError as err:
             lengths[utt.audio_filepath] = f"{audio}: cannot read ({err.strerror})"
     length = lengths[utt.audio_filepath]
+    if utt.offset is None:  # a whole file is read once: no need to remember it
+        del lengths[utt.audio_filepath]
     if isinstance(length, str):
         problems.append(Problem(path, lineno, length, True))
         return

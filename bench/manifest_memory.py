@@ -5,8 +5,10 @@
 Manifests of 1 thousand to 1 million lines (`--sizes`) are generated from the entries
 of `--source`: distinct segments (`offset`, `duration`) of its real files, in a temporary
 folder. For each, a fresh process runs what `Trainer` does with its training data up to the
-first steps: `load_normalised` (asr/train.py: the manifest read and checked, one
-`Utterance` per line, text normalised), the tokenizer over all texts, `SpeechDataset`,
+first steps: `load_normalised` (asr/train.py: the manifest read and checked, kept on disk
+as an `asr.manifest_index.ManifestIndex`: byte position, duration and offset per line, each
+utterance parsed and its text normalised when asked for), the tokenizer over all texts
+(streamed from the file), `SpeechDataset`,
 `BucketBatchSampler` (an epoch's batches) and a DataLoader with `--workers` worker processes
 that yields `--batches` batches. Reported per size: the process's peak resident memory, the
 largest worker's (a forked worker's RSS counts the pages it shares with its parent), and
@@ -63,7 +65,7 @@ def data_path(manifest: str, workers: int, batches: int, batch_seconds: float) -
     tokenizer = build_tokenizer("char", (u.text for u in utts), 0, "")
     loaded = time.perf_counter() - start
     dataset = SpeechDataset(utts, tokenizer, 16000)
-    sampler = BucketBatchSampler([u.duration for u in utts], batch_seconds, seed=0)
+    sampler = BucketBatchSampler(utts.duration, batch_seconds, seed=0)
     epoch = len(sampler.batches())
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
     for k, _ in enumerate(loader):
