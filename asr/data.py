@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,31 +243,29 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def batches(self) -> list[list[int]]:
         """All batches of the current epoch, in order."""
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        lengths = self.lengths().tolist()
+        rng = np.random.default_rng([self.seed, self.epoch])
+        lengths = self.lengths()
+        keys = lengths
         if self.shuffle:
-            keys = [d * (1 + self.JITTER * (rng.random() - 0.5)) for d in lengths]
-        else:
-            keys = lengths
-        order = sorted(range(len(lengths)), key=keys.__getitem__)
-        batches: list[list[int]] = []
-        batch: list[int] = []
+            keys = lengths * (1 + self.JITTER * (rng.random(len(lengths)) - 0.5))
+        order = np.argsort(keys, kind="stable")  # (N,): numpy, not N Python objects
+        starts = [0]
         longest = 0.0
-        for i in order:
-            grown = max(longest, lengths[i])
-            full = len(batch) >= self.max_batch_size
-            over = grown * (len(batch) + 1) > self.max_batch_seconds
-            if len(batch) >= self.min_batch_size and (full or over):
-                batches.append(batch)
-                batch, grown = [], lengths[i]
-            batch.append(i)
+        for pos, length in enumerate(lengths[order].tolist()):
+            size = pos - starts[-1]
+            grown = max(longest, length)
+            full = size >= self.max_batch_size
+            over = grown * (size + 1) > self.max_batch_seconds
+            if size >= self.min_batch_size and (full or over):
+                starts.append(pos)
+                grown = length
             longest = grown
-        if batch and len(batch) < self.min_batch_size:
-            batches[-1] += batch  # too few left for a batch of their own
-        elif batch:
-            batches.append(batch)
+        if len(order) - starts[-1] < self.min_batch_size:
+            starts.pop()  # too few left for a batch of their own: they join the one before
+        bounds = [*starts, len(order)]
+        batches = [order[a:b].tolist() for a, b in itertools.pairwise(bounds)]
         if self.shuffle:
-            rng.shuffle(batches)
+            batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
