@@ -107,3 +107,45 @@ def broadcast_from_main(values: list[int], ctx: DistContext, device: torch.devic
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+def _unflat(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    sizes = [t.numel() for t in like]
+    return [part.view_as(t) for part, t in zip(flat.split(sizes), like, strict=True)]
+
+
+def broadcast_tensors(tensors: list[torch.Tensor], ctx: DistContext) -> None:
+    """Overwrite `tensors` (floats and ints, as a module's parameters and buffers) with rank
+    0's, in place: one collective per dtype."""
+    if not ctx.enabled:
+        return
+    for dtype in sorted({t.dtype for t in tensors}, key=str):
+        group = [t for t in tensors if t.dtype == dtype]
+        flat = _flat([t.detach() for t in group])
+        dist.broadcast(flat, src=0)
+        with torch.no_grad():
+            for t, value in zip(group, _unflat(flat, group), strict=True):
+                t.copy_(value)
+
+
+def average_gradients(params: list[torch.nn.Parameter], ctx: DistContext) -> None:
+    """Every parameter's gradient := its mean over the processes (a missing one counts as 0).
+
+    One all-reduce of all gradients, after every process has finished its backward passes of
+    the step: unlike DistributedDataParallel's all-reduce during the backward pass, no process
+    waits inside a collective while another one may still fail (out of memory) and redo its
+    share in pieces. For these models (a few million parameters) one flat all-reduce a step is
+    cheap next to the step itself.
+    """
+    if not ctx.enabled:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flat(grads)
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    for p, value in zip(params, _unflat(flat, grads), strict=True):
+        p.grad = value  # a view of the reduced buffer

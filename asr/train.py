@@ -9,13 +9,11 @@ import random
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
@@ -30,8 +28,10 @@ from asr.device import autocast, configure_backends, pick_device, resolve_precis
 from asr.distributed import (
     ShardedBatchSampler,
     all_reduce_sum,
+    average_gradients,
     barrier,
     broadcast_from_main,
+    broadcast_tensors,
     init_distributed,
     process_device,
 )
@@ -247,10 +247,9 @@ class Trainer:
             min_batch_size=self.dist.world_size,  # a share of every batch for each process
             speeds=self.dataset.speeds,  # batches grouped by speed-perturbed length
         )
-        self.ddp = None
-        if self.dist.enabled:
-            devices = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=devices)
+        # Every process starts from rank 0's weights; gradients are averaged once a step
+        # (`average_gradients`), and buffers (BatchNorm statistics) follow rank 0's each step.
+        broadcast_tensors([*self.model.parameters(), *self.model.buffers()], self.dist)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
@@ -373,9 +372,8 @@ class Trainer:
         """Sum over this process's utterances of CTC loss / target length, and their count."""
         wavs = batch["wavs"].to(self.device, non_blocking=True)
         wav_lens = batch["wav_lens"].to(self.device, non_blocking=True)
-        model = self.ddp if self.ddp is not None else self.model
         with autocast(self.device, self.dtype):
-            log_probs, out_lens = model(wavs, wav_lens, self.spec_augment)
+            log_probs, out_lens = self.model(wavs, wav_lens, self.spec_augment)
         token_lens = batch["token_lens"].to(self.device)
         # CTC in fp32 on (T, B, V) log-probs; (B,) losses, each divided by its target length
         # as reduction="mean" does.
@@ -388,44 +386,45 @@ class Trainer:
         """One optimizer step over `train.accumulate` global batches (this process's shares).
 
         Each global batch's loss is the mean over its utterances, on whichever process they
-        are: a process scales its sum by world size / global count, and DDP's gradient mean
-        makes that the global mean. The batches of one step weigh the same. Returns the mean
-        loss over all processes; NaN when the loss or gradient is not finite (the step is
-        skipped: weights and optimizer state untouched); None when out of memory even one
-        utterance at a time (skipped). Out of memory, the step is redone in halves, quarters...
+        are: a process scales its sum by world size / global count, and the gradient mean over
+        processes (`average_gradients`) makes that the global mean. The batches of one step
+        weigh the same. Returns the mean loss over all processes; NaN when the loss or gradient
+        is not finite (the step is skipped: weights and optimizer state untouched); None when
+        out of memory even one utterance at a time (skipped). When any process runs out of
+        memory, every process redoes the step in halves, quarters...
         """
         self.model.train()
         usable = self._usable(batches)
         if not usable:
             return None
+        broadcast_tensors(list(self.model.buffers()), self.dist)
+        largest = max(len(b["wav_lens"]) for b, _ in usable)
         pieces = 1
         while True:
-            try:
-                total = self._accumulate(usable, pieces)
+            total = self._accumulate_or_none(usable, pieces)
+            # Every process learns whether any ran out of memory, and whether one of those
+            # cannot cut its share any finer: all then redo the step in smaller pieces (the
+            # same gradient), or all leave it out, making the same collective calls.
+            failed, stuck = all_reduce_sum(
+                [float(total is None), float(total is None and pieces >= largest)],
+                self.dist,
+                self.device,
+            )
+            if not failed:
                 break
-            except (RuntimeError, MemoryError) as err:
-                if not is_out_of_memory(err):
-                    raise
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if self.dist.enabled:  # the other processes wait in a collective: no retry
-                    raise TrainingError(
-                        f"out of memory in a batch at epoch {self.progress.epoch + 1}, batch "
-                        f"{self.progress.batch} (process {self.dist.rank}): lower "
-                        "data.batch_seconds or set data.max_duration"
-                    ) from None
-                largest = max(len(b["wav_lens"]) for b, _ in usable)
-                if pieces >= largest:
-                    self.progress.skipped_batches += len(usable)
+            self.optimizer.zero_grad(set_to_none=True)
+            if stuck:
+                self.progress.skipped_batches += len(usable)
+                if self.dist.is_main:
                     print(
                         f"warning: out of memory even one utterance at a time: batch(es) left "
                         f"out at epoch {self.progress.epoch + 1} ({self.progress.skipped_batches}"
                         " in all); consider data.max_duration"
                     )
-                    return None
-                pieces *= 2
-                self.progress.split_steps += 1
+                return None
+            pieces *= 2
+            self.progress.split_steps += 1
+        average_gradients(list(self.model.parameters()), self.dist)
         self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         (total,) = all_reduce_sum([total], self.dist, self.device)
@@ -466,23 +465,32 @@ class Trainer:
                 )
         return usable
 
+    def _accumulate_or_none(self, batches: list[tuple[dict, float]], pieces: int) -> float | None:
+        """This process's gradients of the step's (batch, global count)s, each cut into
+        `pieces`; returns the summed loss, or None when out of memory (gradients zeroed)."""
+        try:
+            return self._accumulate(batches, pieces)
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return None
+
     def _accumulate(self, batches: list[tuple[dict, float]], pieces: int) -> float:
         """Gradients of the step's (batch, global count)s, each cut into `pieces`; returns the
         summed loss."""
         self.optimizer.zero_grad(set_to_none=True)
         world = self.dist.world_size
         total = 0.0
-        for j, (batch, global_count) in enumerate(batches):
+        for batch, global_count in batches:
             weight = world / global_count / len(batches)
             chunks = split_batch(batch, pieces) if pieces > 1 else [batch]
-            for k, chunk in enumerate(chunks):
-                last = j == len(batches) - 1 and k == len(chunks) - 1
-                # Gradients are averaged across processes once, after the step's last batch.
-                sync = last or self.ddp is None
-                with nullcontext() if sync else self.ddp.no_sync():
-                    loss_sum, _ = self._loss_sum(chunk)
-                    loss = loss_sum * weight
-                    self.scaler.scale(loss).backward()
+            for chunk in chunks:
+                loss_sum, _ = self._loss_sum(chunk)
+                loss = loss_sum * weight
+                self.scaler.scale(loss).backward()
                 total += float(loss.detach()) / world
         return total
 
@@ -618,6 +626,7 @@ class Trainer:
                 sampler.set_epoch(p.epoch, start_batch=p.batch)
                 self.dataset.epoch = p.epoch
                 epoch_batches = len(self.sampler.batches())
+                whole_epoch, steps_before = p.batch == 0, p.step
                 bar = progress_bar(
                     loader,
                     desc=f"epoch {p.epoch + 1}/{tc.epochs}",
@@ -659,6 +668,14 @@ class Trainer:
                         break
                 bar.close()
                 if p.batch == epoch_batches:
+                    if whole_epoch and p.step == steps_before:
+                        self._save_main("last.pt")
+                        raise TrainingError(
+                            f"epoch {p.epoch + 1}: every batch was left out (out of memory, or "
+                            "no utterance could be loaded; see the warnings above): nothing to "
+                            "train on; lower data.batch_seconds, set data.max_duration or fix "
+                            "the files"
+                        )
                     p.epoch += 1
                     p.batch = 0
                 if stopped or p.epoch % tc.validate_every_epochs == 0:

@@ -15,8 +15,9 @@
 # Every recipe takes --exp-dir DIR (required), --source DIR, --stage N, --stop-stage N, -h/--help
 # and, after `--`, `section.key=value` training overrides. After parse_options:
 #   exp_dir, data_dir ($exp_dir/data), source_dir (--source, may be empty), stage, stop_stage,
-#   overrides (array), recipe_dir, repo_root, asr (the asr command: $ASR, default `asr`; left
-#   unquoted where used, so ASR="python -m asr.cli" works), ASR_DATA (see below).
+#   overrides (array), recipe_dir, repo_root, asr (the asr command: $ASR, else `asr` on the
+#   PATH, else the repository's .venv/bin/asr; left unquoted where used, so
+#   ASR="python -m asr.cli" works), ASR_DATA (see below).
 #
 # ASR_DATA is where local copies of corpora live (default: ../shared/data beside the
 # repository); a recipe names only its own folder under it (corpus_args). Downloads go to
@@ -26,7 +27,16 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 recipe_script=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)/$(basename "${BASH_SOURCE[1]}")
 recipe_dir=$(dirname "$recipe_script")
 ASR_DATA=${ASR_DATA:-$(dirname "$repo_root")/shared/data}
-asr=${ASR:-asr}
+if [ -n "${ASR:-}" ]; then
+  asr=$ASR
+elif command -v asr > /dev/null; then
+  asr=asr
+elif [ -x "$repo_root/.venv/bin/asr" ]; then  # what `make install` made, not activated
+  asr=$repo_root/.venv/bin/asr
+else
+  echo "recipes: no asr command: run 'make install' (makes .venv) or 'pip install -e .', or set ASR" >&2
+  exit 1
+fi
 exp_dir=""
 source_dir=""
 stage=0

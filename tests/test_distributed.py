@@ -3,6 +3,7 @@ the same global batch, resume with another number of processes, and the batch sh
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -51,25 +52,31 @@ def event_losses(out_dir: Path) -> list[float]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def torchrun(args: list[str], processes: int, cwd: Path) -> subprocess.CompletedProcess:
+def steady(manifest: Path) -> list[str]:
+    """No randomness that depends on the process: no dropout, augmentation or masks."""
+    return [
+        *tiny_overrides(manifest),
+        "data.batch_seconds=3",
+        "model.dropout=0",
+        "train.spec_augment=false",
+        "train.epochs=20",
+        "train.validate_every_epochs=100",
+    ]
+
+
+def torchrun(
+    args: list[str], processes: int, cwd: Path, program: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    """`asr train ARGS` (or PROGRAM ARGS) on `processes` processes."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc_per_node={processes}", "-m", "asr.cli", "train", *args]
+    cmd += [f"--nproc_per_node={processes}", *(program or ["-m", "asr.cli", "train"]), *args]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path.cwd())}
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_with_another_count(tone_manifest: Path, tmp_path):
-    # No randomness that depends on the process: no dropout, augmentation or masks.
-    settings = [
-        *tiny_overrides(tone_manifest),
-        "data.batch_seconds=3",
-        "model.dropout=0",
-        "train.spec_augment=false",
-        "train.epochs=20",
-        "train.max_steps=20",
-        "train.validate_every_epochs=100",
-    ]
+    settings = [*steady(tone_manifest), "train.max_steps=20"]
     single = train(load_config(None, settings), tmp_path / "one")
     assert len(single.losses) == 20
     config = tmp_path / "empty.yaml"
@@ -90,6 +97,31 @@ def test_two_processes_match_one_and_resume_with_another_count(tone_manifest: Pa
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+@pytest.mark.slow
+def test_out_of_memory_on_one_process_is_redone_or_left_out_by_all(tone_manifest: Path, tmp_path):
+    settings = [*steady(tone_manifest), "train.max_steps=8"]
+    single = train(load_config(None, settings), tmp_path / "one")
+    config = tmp_path / "empty.yaml"
+    config.write_text("{}\n")
+    worker = [str(Path(__file__).parent / "oom_worker.py")]
+
+    # Process 1 runs out of memory in steps 3-5: both redo them in pieces, the same losses.
+    args = ["--config", str(config), "--out-dir", "split", *settings]
+    run = torchrun(args, 2, tmp_path, [*worker, "split"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert event_losses(tmp_path / "split") == pytest.approx(single.losses, abs=1e-4)
+    summary = json.loads((tmp_path / "split" / "train_summary.json").read_text())
+    assert summary["split_steps"] >= 3 and summary["skipped_batches"] == 0
+
+    # Out of memory even one utterance at a time in step 3: left out on both, training goes on.
+    args = ["--config", str(config), "--out-dir", "skip", *settings]
+    run = torchrun(args, 2, tmp_path, [*worker, "skip"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("warning: out of memory even one utterance at a time") == 1
+    summary = json.loads((tmp_path / "skip" / "train_summary.json").read_text())
+    assert summary["skipped_batches"] == 1 and summary["step"] == 8
 
 
 def test_accumulation_takes_one_step_per_group_of_batches(tone_manifest: Path, tmp_path):

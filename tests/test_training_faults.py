@@ -96,6 +96,17 @@ def test_out_of_memory_redoes_the_step_in_pieces_with_the_same_result(tone_manif
     assert all(torch.equal(before[k], v) for k, v in split.model.state_dict().items())
 
 
+def test_an_epoch_with_every_batch_left_out_stops_training(tone_manifest, tmp_path, monkeypatch):
+    def always_out_of_memory(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(Trainer, "_loss_sum", always_out_of_memory)
+    cfg = load_config(None, [*tiny_overrides(tone_manifest), "train.epochs=3"])
+    with pytest.raises(TrainingError, match="epoch 1: every batch was left out"):
+        train(cfg, tmp_path / "exp")  # (it used to go round epoch after epoch, never stepping)
+    assert (tmp_path / "exp" / "last.pt").exists()
+
+
 def test_utterances_over_max_duration_are_left_out(tone_manifest, tmp_path, capsys):
     cfg = load_config(None, [*tiny_overrides(tone_manifest), "data.max_duration=0.4"])
     trainer = Trainer(cfg, tmp_path / "exp")
