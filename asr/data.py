@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,11 +244,12 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def batches(self) -> list[list[int]]:
         """All batches of the current epoch, in order."""
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
         lengths = self.lengths()
         keys = lengths
-        if self.shuffle:
-            keys = lengths * (1 + self.JITTER * (rng.random(len(lengths)) - 0.5))
+        if self.shuffle:  # (one draw at a time: an array, not a list of N Python floats)
+            draws = np.fromiter((rng.random() for _ in range(len(lengths))), float, len(lengths))
+            keys = lengths * (1 + self.JITTER * (draws - 0.5))
         order = np.argsort(keys, kind="stable")  # (N,): numpy, not N Python objects
         starts = [0]
         longest = 0.0
@@ -265,7 +267,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         bounds = [*starts, len(order)]
         batches = [order[a:b].tolist() for a, b in itertools.pairwise(bounds)]
         if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
+            rng.shuffle(batches)
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -217,11 +217,13 @@ def test_two_processes_skip_an_utterance_that_fails_on_one_of_them(tmp_path):
     run = torchrun(["--config", str(config), "--out-dir", "exp", *settings], 2, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line for line in run.stdout.splitlines() if str(nan) in line]
-    assert len(lines) == 2 and all("NaN or infinite" in line for line in lines)  # each epoch
+    assert len(lines) >= 2 and all("NaN or infinite" in line for line in lines)  # each epoch
     summary = json.loads((tmp_path / "exp" / "train_summary.json").read_text())
-    assert summary["failed_utterances"] == 2 and summary["processes"] == 2
-    # The NaN file's batch was left out each epoch; the schedule's steps were still all made.
-    assert summary["skipped_batches"] == 2 and summary["step"] == summary["full_schedule_steps"]
+    assert summary["failed_utterances"] == len(lines) and summary["processes"] == 2
+    # The NaN file's batch was left out each time; the schedule's steps were still all made
+    # (skipped batches are no steps: the run goes into a third epoch when it needs to).
+    assert summary["skipped_batches"] == len(lines)
+    assert summary["step"] == summary["full_schedule_steps"]
 
 
 @pytest.mark.skipif(

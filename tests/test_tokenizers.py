@@ -128,8 +128,8 @@ def test_model_with_units_learns_and_decodes_back(units: str, tone_manifest: Pat
             *tiny_overrides(manifest),
             f"data.units={units}",
             "data.bpe_vocab_size=8",
-            "train.epochs=60",
-            "train.validate_every_epochs=30",
+            "train.epochs=80",
+            "train.validate_every_epochs=10",
             "train.spec_augment=false",
         ],
     )
