@@ -77,6 +77,24 @@ def filter_bands(fb: torch.Tensor, parts: int) -> list[tuple[slice, slice]]:
     return bands
 
 
+def mel_spectrogram_settings(cfg: FeatureConfig) -> dict:
+    """torchaudio `MelSpectrogram` arguments for `cfg`: power 2, centred, zero padding at the
+    edges (like the padding of a batch: an utterance gets the same features alone and in a
+    batch with longer ones)."""
+    return {
+        "sample_rate": cfg.sample_rate,
+        "n_fft": cfg.n_fft,
+        "win_length": cfg.win_length,
+        "hop_length": cfg.hop_length,
+        "f_min": cfg.f_min,
+        "f_max": cfg.f_max,
+        "n_mels": cfg.n_mels,
+        "power": 2.0,
+        "center": True,
+        "pad_mode": "constant",
+    }
+
+
 class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
     """torchaudio's mel power spectrogram (centred, zero padding, power 2), computed faster.
 
@@ -93,20 +111,7 @@ class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
     BANDS = 4
 
     def __init__(self, cfg: FeatureConfig):
-        super().__init__(
-            sample_rate=cfg.sample_rate,
-            n_fft=cfg.n_fft,
-            win_length=cfg.win_length,
-            hop_length=cfg.hop_length,
-            f_min=cfg.f_min,
-            f_max=cfg.f_max,
-            n_mels=cfg.n_mels,
-            power=2.0,
-            center=True,
-            # Zero padding at the edges, like the padding of a batch: an utterance then gets
-            # the same features alone and in a batch with longer ones.
-            pad_mode="constant",
-        )
+        super().__init__(**mel_spectrogram_settings(cfg))
         self.bands = filter_bands(self.mel_scale.fb, self.BANDS)
         self.register_load_state_dict_post_hook(self._bands_of_loaded_filterbank)
 

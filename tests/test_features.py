@@ -15,6 +15,7 @@ from asr.features import (
     LogMel,
     SpecAugment,
     SpecAugmentConfig,
+    mel_spectrogram_settings,
     num_frames,
 )
 
@@ -185,16 +186,7 @@ def test_chunked_mel_takes_its_bands_from_a_loaded_filterbank():
 def test_old_checkpoints_load_and_give_the_same_features():
     """Checkpoints saved when LogMel held a plain torchaudio MelSpectrogram."""
     cfg = FeatureConfig(n_mels=40, normalize_level=False)
-    old = torchaudio.transforms.MelSpectrogram(
-        sample_rate=cfg.sample_rate,
-        n_fft=cfg.n_fft,
-        win_length=cfg.win_length,
-        hop_length=cfg.hop_length,
-        n_mels=cfg.n_mels,
-        power=2.0,
-        center=True,
-        pad_mode="constant",
-    )
+    old = torchaudio.transforms.MelSpectrogram(**mel_spectrogram_settings(cfg))
     state = {f"mel.{k}": v for k, v in old.state_dict().items()}
     state |= {"cmvn_mean": torch.linspace(-3, 3, 40), "cmvn_std": torch.linspace(0.5, 2, 40)}
     lm = LogMel(cfg)
