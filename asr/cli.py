@@ -39,6 +39,16 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _user_message(err: Exception) -> str:
+    """The error's message; for one a DataLoader worker raised (torch re-raises it in the main
+    process with the worker's traceback as its text), only the original one-line message."""
+    text = str(err)
+    if "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]  # "package.module.ErrorType: message"
+        return last.split(": ", 1)[-1]
+    return text
+
+
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a config file")
     p.add_argument("--config", help="YAML config (sections data, features, model, train, ...)")
@@ -638,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.debug:
             raise
-        return _fail(str(err))
+        return _fail(_user_message(err))
     except OSError as err:  # a permission, a full disk, a folder where a file was expected
         if args.debug:
             raise

@@ -25,7 +25,7 @@ import numpy as np
 from asr.audio import MAX_SECONDS, AudioError, audio_duration
 from asr.audio import _segment_end as segment_end
 from asr.data import ManifestError, Utterance
-from asr.manifest_index import ManifestIndex
+from asr.manifest_index import ManifestIndex, file_stamp
 from asr.text import normalize_text
 from asr.tokenizers import Tokenizer
 
@@ -62,6 +62,7 @@ class Validation:
     durations: array = field(default_factory=lambda: array("d"))
     offsets: array = field(default_factory=lambda: array("d"))
     keys: array = field(default_factory=lambda: array("q"))
+    stamp: tuple[int, int] = (0, 0)  # (size, mtime in ns) when checked: see ManifestIndex
 
     def index(self, audio_problems: bool = False, normalise: bool = False) -> ManifestIndex:
         """The utterances of lines without problems, in line order, left on disk; with
@@ -83,6 +84,7 @@ class Validation:
             np.asarray(self.durations, dtype=np.float64)[rows],
             np.asarray(self.offsets, dtype=np.float64)[rows],
             normalise,
+            stamps=[self.stamp],
         )
 
     def usable(self, audio_problems: bool = False) -> list[Utterance]:
@@ -123,6 +125,7 @@ def validate_manifest(
     blank: list[int] = []  # blank lines since the last utterance: errors unless at the end
     try:
         with path.open("rb") as f:  # line by line: a million-line manifest is never whole
+            result.stamp = file_stamp(f)
             start = 0  # byte position of the line
             for lineno, raw in enumerate(f, 1):
                 end = start + len(raw)
@@ -148,6 +151,8 @@ def validate_manifest(
                 if check_audio and utt is not None:
                     _check_audio(path, lineno, utt, tolerance, result.problems, lengths)
                 start = end
+            if file_stamp(f) != result.stamp:
+                raise ManifestError(f"{path}: changed while it was being checked; check it again")
         _report_duplicates(result)
     except OSError as err:
         raise ManifestError(f"{path}: cannot read the manifest ({err.strerror})") from None

@@ -9,11 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from torch.utils.data import DataLoader
 
+from asr.cli import _user_message
 from asr.data import SpeechDataset, collate, read_manifest
-from asr.manifest_index import ManifestIndex
+from asr.manifest_index import ManifestChanged, ManifestIndex
 from asr.text import CharTokenizer, normalize_text
 from asr.train import load_normalised
 from asr.validate import validate_manifest
@@ -88,6 +90,30 @@ def test_pickled_into_dataloader_workers(tmp_path):
     assert indices == [0, 1, 2, 3]
     assert tokens == [tokenizer.encode(u.text) for u in index]
     assert len(dataset[2]["wav"]) == round(1.25 * RATE)  # the segment, not the whole file
+
+
+def test_manifest_edited_after_checking_is_refused_by_name(tmp_path):
+    """Byte positions are only right for the file that was checked: an edit (here a line
+    added, as a data preparation re-run would) stops reading with the manifest named, in the
+    main process and in a DataLoader worker alike."""
+    path = _awkward_manifest(tmp_path)
+    index = validate_manifest(path).index()
+    other = validate_manifest(path).index()
+    both = ManifestIndex.concat([index, other.select([1])])
+    assert both[4].offset == 0.5  # unchanged: reads
+    with path.open("ab") as f:
+        f.write(_row("a.wav", 1.0, "one more").encode() + b"\n")
+    expected = f"{path}: changed after it was checked"
+    for read in (lambda: index[0], lambda: list(index), lambda: both[4], lambda: index[1:][0]):
+        with pytest.raises(ManifestChanged, match=expected):
+            read()
+    dataset = SpeechDataset(index, CharTokenizer.from_texts(["ab"]), RATE)
+    loader = DataLoader(dataset, batch_size=2, collate_fn=collate, num_workers=1)
+    with pytest.raises(ManifestChanged) as caught:
+        next(iter(loader))
+    message = _user_message(caught.value)
+    assert message.startswith(expected) and "\n" not in message
+    assert validate_manifest(path).index()[0].text == "Hello, World!"  # checked again: reads
 
 
 def test_duplicates_found_far_apart_in_line_order(tmp_path):
