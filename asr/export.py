@@ -50,7 +50,9 @@ INSTALL_HINT = 'pip install -e ".[onnx]"'
 class _ExportableMel(nn.Module):
     """torchaudio's MelSpectrogram (centred, zero-padded, power 2) without complex tensors.
 
-    forward(wavs (B, S)) -> mel power (B, n_mels, T), T = S // hop + 1, the same values.
+    forward(wavs (B, S), frame_lens) -> mel power (B, n_mels, T), T = S // hop + 1, the same
+    values; every frame is computed (frame_lens is not used: a traced graph has no loop that
+    depends on the data).
     """
 
     def __init__(self, mel: torchaudio.transforms.MelSpectrogram):
@@ -67,7 +69,7 @@ class _ExportableMel(nn.Module):
         self.register_buffer("window", F.pad(spec.window, (left, right)))
         self.register_buffer("fb", mel.mel_scale.fb.clone())  # (n_fft // 2 + 1, n_mels)
 
-    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
+    def forward(self, wavs: torch.Tensor, frame_lens: torch.Tensor | None = None) -> torch.Tensor:
         x = F.pad(wavs, (self.n_fft // 2, self.n_fft // 2))  # centre=True with zeros
         spec = torch.stft(
             x,

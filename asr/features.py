@@ -105,6 +105,7 @@ class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
       in cache (accelerators take the whole batch as one chunk);
     - each mel filter is a narrow triangle, so the filterbank product runs in `BANDS` blocks of
       filters, each over only the bins it covers: a quarter of the dense product's work.
+    Given each row's frame count, the CPU also leaves out the frames of a batch's padding.
     """
 
     CHUNK_FRAMES = 2048
@@ -120,21 +121,32 @@ class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
         """A checkpoint brings its own filterbank: take the bands from the one loaded."""
         module.bands = filter_bands(module.mel_scale.fb, module.BANDS)
 
-    def forward(self, wavs: torch.Tensor) -> torch.Tensor:
+    def forward(self, wavs: torch.Tensor, frame_lens: torch.Tensor | None = None) -> torch.Tensor:
+        """wavs (B, S) -> mel power (B, n_mels, T). With frame_lens (B,), chunks that start past
+        a row's last frame are not computed on the CPU: a row's frames from its length on
+        hold no meaningful value (0 or the padding's), and callers mask them."""
         n_fft, fb = self.n_fft, self.mel_scale.fb  # fb: (n_fft // 2 + 1, n_mels)
         left = (n_fft - self.win_length) // 2  # torch.stft centres a short window in n_fft
         window = F.pad(self.spectrogram.window, (left, n_fft - self.win_length - left))
         padded = F.pad(wavs, (n_fft // 2, n_fft // 2))  # centre=True with zeros
         frames = padded.unfold(-1, n_fft, self.hop_length)  # (B, T, n_fft), a view
         batch, total = frames.shape[:2]
-        step = max(1, self.CHUNK_FRAMES // batch) if wavs.device.type == "cpu" else total
-        mel = wavs.new_empty(batch, total, fb.shape[1])  # (B, T, n_mels)
-        for start in range(0, total, step):
-            spec = torch.fft.rfft(frames[:, start : start + step] * window)  # (B, t, F) complex
+        cpu = wavs.device.type == "cpu"
+        skip = cpu and frame_lens is not None
+        mel = (wavs.new_zeros if skip else wavs.new_empty)(batch, total, fb.shape[1])
+        start = 0
+        while start < total:
+            rows = (frame_lens > start).nonzero().flatten() if skip else slice(None)  # (B',)
+            count = batch if isinstance(rows, slice) else len(rows)
+            step = max(1, self.CHUNK_FRAMES // count) if cpu else total
+            spec = torch.fft.rfft(frames[rows, start : start + step] * window)  # (B', t, F)
             power = spec.real.square()
             power.addcmul_(spec.imag, spec.imag)  # |X|^2 without abs()'s square root
+            out = power.new_empty(*power.shape[:2], fb.shape[1])  # (B', t, n_mels)
             for bins, mels in self.bands:
-                mel[:, start : start + step, mels] = power[..., bins] @ fb[bins, mels]
+                out[..., mels] = power[..., bins] @ fb[bins, mels]
+            mel[rows, start : start + step] = out
+            start += step
         return mel.transpose(1, 2)
 
 
@@ -156,17 +168,19 @@ class LogMel(nn.Module):
         return torch.arange(t, device=frame_lens.device)[None, :] < frame_lens[:, None]  # (B, T)
 
     def raw(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel before CMVN: (B, S) -> (B, T, n_mels), (B,). Runs in float32 always."""
+        """Log-mel before CMVN: (B, S) -> (B, T, n_mels), (B,). Runs in float32 always; padded
+        frames hold no meaningful value."""
         wavs = wavs.float()
         if self.cfg.normalize_level:
             # The padding must be zero anyway (the last frames' STFT reads it), so the sum runs
             # over whole rows: no (B, S) mask, and the masked sum's value, bit for bit.
             power = wavs.square().sum(1) / wav_lens.clamp(min=1)
             wavs = wavs * (0.1 / power.clamp(min=1e-10).sqrt())[:, None]  # RMS 0.1 = -20 dBFS
+        total = wavs.shape[1] // self.cfg.hop_length + 1
+        frame_lens = num_frames(wav_lens, self.cfg.hop_length).clamp(max=total)
         with torch.autocast(wavs.device.type, enabled=False):
-            mel = self.mel(wavs)  # (B, n_mels, T)
+            mel = self.mel(wavs, frame_lens)  # (B, n_mels, T)
         feats = mel.clamp(min=1e-10).log().transpose(1, 2)  # (B, T, n_mels)
-        frame_lens = num_frames(wav_lens, self.cfg.hop_length).clamp(max=feats.shape[1])
         return feats, frame_lens
 
     def forward(

@@ -172,6 +172,33 @@ def test_chunked_mel_equals_torchaudio(cfg, chunk_frames):
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6 * float(reference.max()))
 
 
+@pytest.mark.parametrize("chunk_frames", [1, 7, 2048])
+def test_chunked_mel_leaves_out_padded_frames_only(chunk_frames):
+    """Given frame counts, each row's own frames are torchaudio's, whatever the order of
+    lengths in the batch and however chunks fall across row ends; chunks wholly past a row's
+    end are not computed (0)."""
+    cfg = FeatureConfig()
+    mel = ChunkedMelSpectrogram(cfg)
+    mel.CHUNK_FRAMES = chunk_frames
+    rate = cfg.sample_rate
+    seconds = [0.2, 0.61, 0.02, 0.45]  # unsorted
+    wavs, wav_lens = pad_batch(
+        [torch.from_numpy(tone_and_noise(rate, s, seed=i)) for i, s in enumerate(seconds)]
+    )
+    frame_lens = num_frames(wav_lens, cfg.hop_length)
+    ours = mel(wavs, frame_lens)  # (B, n_mels, T)
+    assert ours.shape == mel(wavs).shape
+    for row, n in enumerate(frame_lens.tolist()):
+        alone = torchaudio.transforms.MelSpectrogram.forward(
+            mel, wavs[row : row + 1, : wav_lens[row]]
+        )
+        torch.testing.assert_close(
+            ours[row, :, :n], alone[0], rtol=1e-5, atol=1e-6 * float(alone.max())
+        )
+        # a chunk is at most chunk_frames long: none after the one holding the last frame
+        assert not ours[row, :, n - 1 + chunk_frames :].any()
+
+
 def test_chunked_mel_takes_its_bands_from_a_loaded_filterbank():
     cfg = FeatureConfig(n_mels=40)
     mel = ChunkedMelSpectrogram(cfg)
