@@ -38,6 +38,7 @@ def test_recipe_trains_briefly_and_beats_chance(tmp_path: Path):
         "train.wave_augment=false",
         "model.hidden_size=128",
         "model.num_layers=2",
+        "model.dropout=0.2",  # the value the figures above were measured with (recipe: 0.3)
         "train.warmup_steps=50",
         "train.average_last=0",
     ]
