@@ -136,16 +136,22 @@ class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
         mel = (wavs.new_zeros if skip else wavs.new_empty)(batch, total, fb.shape[1])
         start = 0
         while start < total:
-            rows = (frame_lens > start).nonzero().flatten() if skip else slice(None)  # (B',)
-            count = batch if isinstance(rows, slice) else len(rows)
-            step = max(1, self.CHUNK_FRAMES // count) if cpu else total
-            spec = torch.fft.rfft(frames[rows, start : start + step] * window)  # (B', t, F)
+            rows = (frame_lens > start).nonzero().flatten() if skip else None  # (B',)
+            every = rows is None or len(rows) == batch  # then no gather and no scatter
+            step = max(1, self.CHUNK_FRAMES // (batch if every else len(rows))) if cpu else total
+            chunk = frames[:, start : start + step] if every else frames[rows, start : start + step]
+            spec = torch.fft.rfft(chunk * window)  # (B', t, F) complex
             power = spec.real.square()
             power.addcmul_(spec.imag, spec.imag)  # |X|^2 without abs()'s square root
-            out = power.new_empty(*power.shape[:2], fb.shape[1])  # (B', t, n_mels)
+            out = (
+                mel[:, start : start + step]
+                if every
+                else mel.new_empty(*power.shape[:2], fb.shape[1])
+            )
             for bins, mels in self.bands:
-                out[..., mels] = power[..., bins] @ fb[bins, mels]
-            mel[rows, start : start + step] = out
+                out[..., mels] = power[..., bins] @ fb[bins, mels]  # (B', t, n_mels) blocks
+            if not every:
+                mel[rows, start : start + step] = out
             start += step
         return mel.transpose(1, 2)
 
