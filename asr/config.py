@@ -55,6 +55,10 @@ class TrainConfig:
     average_last: int = 0
     validate_every_epochs: int = 1  # dev-set WER every N epochs (and always after the last)
     accumulate: int = 1  # global batches (data.batch_seconds each) per optimizer step
+    # Several processes: DistributedDataParallel, the gradients all-reduced during the backward
+    # pass (out of memory on one process then stops the run). false: one all-reduce after
+    # the step's backward passes, so that all processes can redo a step in pieces together.
+    ddp: bool = True
     max_bad_steps: int = 10  # stop after this many steps in a row with a non-finite loss/gradient
     seed: int = 0  # seeds initialisation, batching and augmentation
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...

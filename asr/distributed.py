@@ -6,6 +6,8 @@ LOCAL_RANK and the rendezvous address in their environment (multi-node: torchrun
 CUDA, gloo on the CPU). Every process builds the same global batches from the same seeded
 sampler and takes its share of each (`ShardedBatchSampler`), so all ranks take the same number
 of steps, and a run resumes with any number of processes: progress counts global batches.
+Gradients are averaged by DistributedDataParallel during the backward pass (`data_parallel`),
+or, with `train.ddp=false`, by one all-reduce after it (`average_gradients`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 from asr.data import BucketBatchSampler
@@ -132,14 +135,23 @@ def broadcast_tensors(tensors: list[torch.Tensor], ctx: DistContext) -> None:
                 t.copy_(value)
 
 
+def data_parallel(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """`model` in DistributedDataParallel: rank 0's parameters and buffers given to every
+    process now, gradients averaged over the processes during each backward pass (outside
+    `no_sync()`). Buffers are not re-sent at every forward: the trainer sends rank 0's once a
+    step (`broadcast_tensors`), also in the mode without DistributedDataParallel."""
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
 def average_gradients(params: list[torch.nn.Parameter], ctx: DistContext) -> None:
     """Every parameter's gradient := its mean over the processes (a missing one counts as 0).
 
-    One all-reduce of all gradients, after every process has finished its backward passes of
-    the step: unlike DistributedDataParallel's all-reduce during the backward pass, no process
-    waits inside a collective while another one may still fail (out of memory) and redo its
-    share in pieces. For these models (a few million parameters) one flat all-reduce a step is
-    cheap next to the step itself.
+    The mode `train.ddp=false`: one all-reduce of all gradients, after every process has
+    finished its backward passes of the step. Unlike DistributedDataParallel's all-reduce during
+    the backward pass, no process waits inside a collective while another one may still fail
+    (out of memory) and redo its share in pieces. For these models (a few million parameters)
+    one flat all-reduce a step is cheap next to the step itself.
     """
     if not ctx.enabled:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from asr.distributed import (
     barrier,
     broadcast_from_main,
     broadcast_tensors,
+    data_parallel,
     init_distributed,
     process_device,
 )
@@ -229,6 +231,9 @@ class Trainer:
         cfg.model.vocab_size = self.tokenizer.vocab_size
         torch.manual_seed(tc.seed)
         self.model = Recogniser(cfg.features, cfg.model).to(self.device)
+        # What the training forward passes run: the model, or (several processes, train.ddp)
+        # the model in DistributedDataParallel, made by run() once the weights are loaded.
+        self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             torch.manual_seed(tc.seed + 1_000_003 * self.dist.rank)  # dropout, masks per process
         self.spec_augment = SpecAugment(cfg.spec_augment) if tc.spec_augment else None
@@ -247,8 +252,9 @@ class Trainer:
             min_batch_size=self.dist.world_size,  # a share of every batch for each process
             speeds=self.dataset.speeds,  # batches grouped by speed-perturbed length
         )
-        # Every process starts from rank 0's weights; gradients are averaged once a step
-        # (`average_gradients`), and buffers (BatchNorm statistics) follow rank 0's each step.
+        # Every process starts from rank 0's weights; gradients are averaged every step (by
+        # DistributedDataParallel, or `average_gradients`), and buffers (BatchNorm statistics)
+        # follow rank 0's each step.
         broadcast_tensors([*self.model.parameters(), *self.model.buffers()], self.dist)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
@@ -373,7 +379,7 @@ class Trainer:
         wavs = batch["wavs"].to(self.device, non_blocking=True)
         wav_lens = batch["wav_lens"].to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
-            log_probs, out_lens = self.model(wavs, wav_lens, self.spec_augment)
+            log_probs, out_lens = self.net(wavs, wav_lens, self.spec_augment)
         token_lens = batch["token_lens"].to(self.device)
         # CTC in fp32 on (T, B, V) log-probs; (B,) losses, each divided by its target length
         # as reduction="mean" does.
@@ -387,17 +393,58 @@ class Trainer:
 
         Each global batch's loss is the mean over its utterances, on whichever process they
         are: a process scales its sum by world size / global count, and the gradient mean over
-        processes (`average_gradients`) makes that the global mean. The batches of one step
-        weigh the same. Returns the mean loss over all processes; NaN when the loss or gradient
-        is not finite (the step is skipped: weights and optimizer state untouched); None when
-        out of memory even one utterance at a time (skipped). When any process runs out of
-        memory, every process redoes the step in halves, quarters...
+        processes (in DistributedDataParallel or `average_gradients`) makes that the global
+        mean. The batches of one step weigh the same. Returns the mean loss over all processes;
+        NaN when the loss or gradient is not finite (the step is skipped: weights and optimizer
+        state untouched); None when out of memory even one utterance at a time (skipped). When
+        any process runs out of memory, every process redoes the step in halves, quarters...
+        (with one process, or several and `train.ddp=false`; in DistributedDataParallel it
+        stops the run).
         """
         self.model.train()
         usable = self._usable(batches)
         if not usable:
             return None
         broadcast_tensors(list(self.model.buffers()), self.dist)
+        if self.net is not self.model:
+            total = self._accumulate_in_ddp(usable)
+        else:
+            total = self._accumulate_in_pieces(usable)
+            if total is None:
+                return None
+            average_gradients(list(self.model.parameters()), self.dist)
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        (total,) = all_reduce_sum([total], self.dist, self.device)
+        if not self.scaler.is_enabled() and not (math.isfinite(total) and torch.isfinite(norm)):
+            # (with fp16 the scaler skips such steps itself, and lowers its scale)
+            self.optimizer.zero_grad(set_to_none=True)
+            return math.nan
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return total
+
+    def _accumulate_in_ddp(self, usable: list[tuple[dict, float]]) -> float:
+        """This process's share of the step in DistributedDataParallel; out of memory stops
+        the run (the other processes are already waiting in the backward pass's all-reduce)."""
+        try:
+            return self._accumulate(usable, 1)
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+        raise TrainingError(
+            f"out of memory on process {self.dist.rank} at epoch {self.progress.epoch + 1}, "
+            f"batch {self.progress.batch}: with several processes in DistributedDataParallel "
+            "(train.ddp=true) a step cannot be redone in pieces; lower data.batch_seconds, set "
+            "data.max_duration, or set train.ddp=false to have all processes redo such steps "
+            "in pieces"
+        )
+
+    def _accumulate_in_pieces(self, usable: list[tuple[dict, float]]) -> float | None:
+        """This process's gradients of the step (not yet averaged over processes), redone by
+        every process in halves, quarters... while any runs out of memory; None when one
+        cannot cut its share any finer (the step is left out by all)."""
         largest = max(len(b["wav_lens"]) for b, _ in usable)
         pieces = 1
         while True:
@@ -424,17 +471,6 @@ class Trainer:
                 return None
             pieces *= 2
             self.progress.split_steps += 1
-        average_gradients(list(self.model.parameters()), self.dist)
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        (total,) = all_reduce_sum([total], self.dist, self.device)
-        if not self.scaler.is_enabled() and not (math.isfinite(total) and torch.isfinite(norm)):
-            # (with fp16 the scaler skips such steps itself, and lowers its scale)
-            self.optimizer.zero_grad(set_to_none=True)
-            return math.nan
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
         return total
 
     def _usable(self, batches: list[dict]) -> list[tuple[dict, float]]:
@@ -480,18 +516,23 @@ class Trainer:
 
     def _accumulate(self, batches: list[tuple[dict, float]], pieces: int) -> float:
         """Gradients of the step's (batch, global count)s, each cut into `pieces`; returns the
-        summed loss."""
+        summed loss. In DistributedDataParallel only the last backward pass all-reduces."""
         self.optimizer.zero_grad(set_to_none=True)
         world = self.dist.world_size
         total = 0.0
-        for batch, global_count in batches:
-            weight = world / global_count / len(batches)
-            chunks = split_batch(batch, pieces) if pieces > 1 else [batch]
-            for chunk in chunks:
+        chunks = [
+            (chunk, world / global_count / len(batches))
+            for batch, global_count in batches
+            for chunk in (split_batch(batch, pieces) if pieces > 1 else [batch])
+        ]
+        for i, (chunk, weight) in enumerate(chunks):
+            last = i == len(chunks) - 1
+            sync = self.net.no_sync() if self.net is not self.model and not last else None
+            with sync or contextlib.nullcontext():
                 loss_sum, _ = self._loss_sum(chunk)
                 loss = loss_sum * weight
                 self.scaler.scale(loss).backward()
-                total += float(loss.detach()) / world
+            total += float(loss.detach()) / world
         return total
 
     def validate(self) -> float:
@@ -616,6 +657,8 @@ class Trainer:
         sampler = self.sampler
         if self.dist.enabled:
             sampler = ShardedBatchSampler(self.sampler, self.dist.rank, self.dist.world_size)
+            if tc.ddp:
+                self.net = data_parallel(self.model, self.device)
         loader = self._loader(self.dataset, sampler)
         p = self.progress
         stopped = False

@@ -101,7 +101,8 @@ def test_two_processes_match_one_and_resume_with_another_count(tone_manifest: Pa
 
 @pytest.mark.slow
 def test_out_of_memory_on_one_process_is_redone_or_left_out_by_all(tone_manifest: Path, tmp_path):
-    settings = [*steady(tone_manifest), "train.max_steps=8"]
+    # the mode with one all-reduce after the backward passes (DistributedDataParallel cannot)
+    settings = [*steady(tone_manifest), "train.max_steps=8", "train.ddp=false"]
     single = train(load_config(None, settings), tmp_path / "one")
     config = tmp_path / "empty.yaml"
     config.write_text("{}\n")
@@ -132,3 +133,25 @@ def test_accumulation_takes_one_step_per_group_of_batches(tone_manifest: Path, t
     assert len(grouped.losses) == 2 * -(-batches // 2)  # ceil: an odd last batch steps alone
     assert grouped.progress.epoch == plain.progress.epoch == 2
     assert all(math.isfinite(loss) for loss in grouped.losses)
+
+
+@pytest.mark.slow
+def test_ddp_accumulates_in_no_sync_and_stops_on_out_of_memory(tone_manifest: Path, tmp_path):
+    # Two global batches a step (the first backward pass in no_sync(): one all-reduce a step).
+    settings = [*steady(tone_manifest), "train.max_steps=6", "train.accumulate=2"]
+    single = train(load_config(None, settings), tmp_path / "one")
+    config = tmp_path / "empty.yaml"
+    config.write_text("{}\n")
+    run = torchrun(["--config", str(config), "--out-dir", "two", *settings], 2, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert event_losses(tmp_path / "two") == pytest.approx(single.losses, abs=1e-4)
+
+    # Process 1 out of memory in step 3 (train.ddp=true, the default): no hang, a non-zero exit
+    # and one line that names the process, the place and the ways out.
+    worker = [str(Path(__file__).parent / "oom_worker.py")]
+    args = ["--config", str(config), "--out-dir", "oom", *steady(tone_manifest)]
+    run = torchrun([*args, "train.max_steps=8"], 2, tmp_path, [*worker, "split"])
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if "error: out of memory" in line]
+    assert len(lines) == 1, run.stderr[-3000:]
+    assert "out of memory on process 1 at epoch " in lines[0] and "train.ddp=false" in lines[0]
