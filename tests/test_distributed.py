@@ -64,6 +64,13 @@ def steady(manifest: Path) -> list[str]:
     ]
 
 
+def empty_config(folder: Path) -> Path:
+    """A config file that sets nothing: the tests' settings come as overrides."""
+    config = folder / "empty.yaml"
+    config.write_text("{}\n")
+    return config
+
+
 def torchrun(
     args: list[str], processes: int, cwd: Path, program: list[str] | None = None
 ) -> subprocess.CompletedProcess:
@@ -79,8 +86,7 @@ def test_two_processes_match_one_and_resume_with_another_count(tone_manifest: Pa
     settings = [*steady(tone_manifest), "train.max_steps=20"]
     single = train(load_config(None, settings), tmp_path / "one")
     assert len(single.losses) == 20
-    config = tmp_path / "empty.yaml"
-    config.write_text("{}\n")
+    config = empty_config(tmp_path)
 
     run = torchrun(["--config", str(config), "--out-dir", "two", *settings], 2, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -104,8 +110,7 @@ def test_out_of_memory_on_one_process_is_redone_or_left_out_by_all(tone_manifest
     # the mode with one all-reduce after the backward passes (DistributedDataParallel cannot)
     settings = [*steady(tone_manifest), "train.max_steps=8", "train.ddp=false"]
     single = train(load_config(None, settings), tmp_path / "one")
-    config = tmp_path / "empty.yaml"
-    config.write_text("{}\n")
+    config = empty_config(tmp_path)
     worker = [str(Path(__file__).parent / "oom_worker.py")]
 
     # Process 1 runs out of memory in steps 3-5: both redo them in pieces, the same losses.
@@ -140,8 +145,7 @@ def test_ddp_accumulates_in_no_sync_and_stops_on_out_of_memory(tone_manifest: Pa
     # Two global batches a step (the first backward pass in no_sync(): one all-reduce a step).
     settings = [*steady(tone_manifest), "train.max_steps=6", "train.accumulate=2"]
     single = train(load_config(None, settings), tmp_path / "one")
-    config = tmp_path / "empty.yaml"
-    config.write_text("{}\n")
+    config = empty_config(tmp_path)
     run = torchrun(["--config", str(config), "--out-dir", "two", *settings], 2, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert event_losses(tmp_path / "two") == pytest.approx(single.losses, abs=1e-4)
