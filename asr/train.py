@@ -428,11 +428,9 @@ class Trainer:
     def _accumulate_in_ddp(self, usable: list[tuple[dict, float]]) -> float:
         """This process's share of the step in DistributedDataParallel; out of memory stops
         the run (the other processes are already waiting in the backward pass's all-reduce)."""
-        try:
-            return self._accumulate(usable, 1)
-        except (RuntimeError, MemoryError) as err:
-            if not is_out_of_memory(err):
-                raise
+        total = self._accumulate_or_none(usable, 1)
+        if total is not None:
+            return total
         raise TrainingError(
             f"out of memory on process {self.dist.rank} at epoch {self.progress.epoch + 1}, "
             f"batch {self.progress.batch}: with several processes in DistributedDataParallel "
@@ -526,9 +524,8 @@ class Trainer:
             for chunk in (split_batch(batch, pieces) if pieces > 1 else [batch])
         ]
         for i, (chunk, weight) in enumerate(chunks):
-            last = i == len(chunks) - 1
-            sync = self.net.no_sync() if self.net is not self.model and not last else None
-            with sync or contextlib.nullcontext():
+            quiet = self.net is not self.model and i < len(chunks) - 1  # DDP: no all-reduce yet
+            with self.net.no_sync() if quiet else contextlib.nullcontext():
                 loss_sum, _ = self._loss_sum(chunk)
                 loss = loss_sum * weight
                 self.scaler.scale(loss).backward()
