@@ -20,6 +20,10 @@ class FeatureConfig:
     f_max: float | None = None  # highest filter edge, Hz (None = Nyquist)
     # Scale every utterance to the same RMS before the log-mel, so recording level cannot matter.
     normalize_level: bool = True
+    # Subtract each utterance's own mean log-mel (per channel, over its frames) before the global
+    # CMVN: a fixed microphone or channel response becomes a constant offset in log-mel, and this
+    # removes it. Needs the whole utterance (or segment) before the first frame is normalised.
+    utterance_cmn: bool = False
 
     @property
     def hop_length(self) -> int:
@@ -187,6 +191,10 @@ class LogMel(nn.Module):
         with torch.autocast(wavs.device.type, enabled=False):
             mel = self.mel(wavs, frame_lens)  # (B, n_mels, T)
         feats = mel.clamp(min=1e-10).log().transpose(1, 2)  # (B, T, n_mels)
+        if self.cfg.utterance_cmn:
+            valid = self._valid(frame_lens, feats.shape[1])[..., None]  # (B, T, 1)
+            mean = feats.where(valid, 0).sum(1, keepdim=True)  # (B, 1, n_mels)
+            feats = feats - mean / frame_lens.clamp(min=1)[:, None, None]
         return feats, frame_lens
 
     def forward(

@@ -80,24 +80,25 @@ def _padded_batch(seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     return wavs, torch.tensor(lens)
 
 
-# (model, level normalisation) of every shape the front-end and recurrent stack can take
+# (model, feature options) of every shape the front-end and recurrent stack can take
 SHAPES = {
-    "gru-sub2": (ModelConfig(n_mels=20, conv_channels=4, subsample=2), True),
-    "lstm-sub4": (ModelConfig(n_mels=20, rnn_type="lstm", conv_channels=4, subsample=4), True),
+    "gru-sub2": (ModelConfig(n_mels=20, conv_channels=4, subsample=2), {}),
+    "lstm-sub4-utterance-cmn": (
+        ModelConfig(n_mels=20, rnn_type="lstm", conv_channels=4, subsample=4),
+        {"utterance_cmn": True},
+    ),
     "rnn-left-to-right-no-conv": (
         ModelConfig(n_mels=16, rnn_type="rnn", conv_channels=0, subsample=1, bidirectional=False),
-        False,
+        {"normalize_level": False},
     ),
 }
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_onnx_matches_pytorch_on_a_padded_batch(tmp_path, shape):
-    model_cfg, normalize_level = SHAPES[shape]
+    model_cfg, feature_options = SHAPES[shape]
     model_cfg = replace(model_cfg, hidden_size=12, num_layers=2)
-    feature_cfg = FeatureConfig(
-        sample_rate=SAMPLE_RATE, n_mels=model_cfg.n_mels, normalize_level=normalize_level
-    )
+    feature_cfg = FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=model_cfg.n_mels, **feature_options)
     model = _save_random_model(tmp_path / "m.pt", model_cfg, feature_cfg)
     assert export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx") <= TOLERANCE
     onnx_model, _, _ = load_onnx(tmp_path / "m.onnx")

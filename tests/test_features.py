@@ -104,9 +104,9 @@ def batch_and_single(cfg: FeatureConfig):
     return batch, batch_lens, single, single_lens
 
 
-@pytest.mark.parametrize("normalize_level", [False, True])
-def test_padded_frames_are_zero(normalize_level):
-    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level)
+@pytest.mark.parametrize(("normalize_level", "utterance_cmn"), [(False, False), (True, True)])
+def test_padded_frames_are_zero(normalize_level, utterance_cmn):
+    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level, utterance_cmn=utterance_cmn)
     batch, lens, _, _ = batch_and_single(cfg)
     assert lens.tolist() == [round(0.43 * 16000) // 160 + 1, 16000 // 160 + 1]
     assert batch.shape == (2, int(lens.max()), 40)
@@ -114,9 +114,11 @@ def test_padded_frames_are_zero(normalize_level):
     assert (batch[0, : lens[0]] != 0).any(dim=-1).all()
 
 
-@pytest.mark.parametrize("normalize_level", [False, True])
-def test_batched_equals_unbatched_on_valid_frames(normalize_level):
-    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level)
+@pytest.mark.parametrize(
+    ("normalize_level", "utterance_cmn"), [(False, False), (True, False), (True, True)]
+)
+def test_batched_equals_unbatched_on_valid_frames(normalize_level, utterance_cmn):
+    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level, utterance_cmn=utterance_cmn)
     batch, lens, single, single_lens = batch_and_single(cfg)
     n = int(single_lens[0])
     assert int(lens[0]) == n == single.shape[1]
@@ -272,6 +274,23 @@ def test_normalize_level_makes_features_level_invariant():
     quiet, _ = lm(y[None], lens)
     loud, _ = lm(10 * y[None], lens)
     torch.testing.assert_close(loud - quiet, torch.full_like(quiet, np.log(100)), atol=1e-3, rtol=0)
+
+
+def test_utterance_cmn_zeroes_each_utterances_mean_and_removes_a_fixed_channel():
+    short = torch.from_numpy(tone_and_noise(16000, 0.43, seed=1, level=0.2))
+    long = torch.from_numpy(tone_and_noise(16000, 1.0, seed=2, level=0.5))
+    lm = LogMel(FeatureConfig(n_mels=40, utterance_cmn=True))
+    feats, lens = lm.raw(*pad_batch([short, long]))
+    for row, n in zip(feats, lens.tolist(), strict=True):
+        torch.testing.assert_close(row[:n].mean(0), torch.zeros(40), atol=1e-4, rtol=0)
+    # A first-order high-pass (y[n] - 0.9 y[n-1], 20 dB down at 0 Hz) adds about 20 log10|H(f)|
+    # dB to each band: a per-band offset, which the utterance's own mean takes out.
+    filtered = torch.cat([long[:1], long[1:] - 0.9 * long[:-1]])
+    lens = torch.tensor([len(long)])
+    for cmn, low, high in [(False, 1.5, 10.0), (True, 0.0, 0.1)]:
+        lm = LogMel(FeatureConfig(n_mels=40, utterance_cmn=cmn))
+        gap = (lm(filtered[None], lens)[0] - lm(long[None], lens)[0]).abs().mean()
+        assert low <= gap <= high, (cmn, gap)
 
 
 def spec_augment_input() -> torch.Tensor:
