@@ -283,8 +283,8 @@ def test_utterance_cmn_zeroes_each_utterances_mean_and_removes_a_fixed_channel()
     feats, lens = lm.raw(*pad_batch([short, long]))
     for row, n in zip(feats, lens.tolist(), strict=True):
         torch.testing.assert_close(row[:n].mean(0), torch.zeros(40), atol=1e-4, rtol=0)
-    # A first-order high-pass (y[n] - 0.9 y[n-1], 20 dB down at 0 Hz) adds about 20 log10|H(f)|
-    # dB to each band: a per-band offset, which the utterance's own mean takes out.
+    # A first-order high-pass (y[n] - 0.9 y[n-1], 20 dB down at 0 Hz) multiplies each band's
+    # power by about |H(f)|^2: an offset per band in log-mel, which the utterance's mean takes out.
     filtered = torch.cat([long[:1], long[1:] - 0.9 * long[:-1]])
     lens = torch.tensor([len(long)])
     for cmn, low, high in [(False, 1.5, 10.0), (True, 0.0, 0.1)]:
