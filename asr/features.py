@@ -178,8 +178,9 @@ class LogMel(nn.Module):
         return torch.arange(t, device=frame_lens.device)[None, :] < frame_lens[:, None]  # (B, T)
 
     def raw(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel before CMVN: (B, S) -> (B, T, n_mels), (B,). Runs in float32 always; padded
-        frames hold no meaningful value."""
+        """Log-mel before the global CMVN (less each utterance's own mean with utterance_cmn):
+        (B, S) -> (B, T, n_mels), (B,). Runs in float32 always; padded frames hold no
+        meaningful value."""
         wavs = wavs.float()
         if self.cfg.normalize_level:
             # The padding must be zero anyway (the last frames' STFT reads it), so the sum runs
