@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from asr import gru_scan
 from asr.config import load_config
 from asr.data import collate
 from asr.train import Trainer
@@ -40,6 +41,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=0, help="batches per round (0 = an epoch)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of bare + end to end")
     parser.add_argument("--warmup", type=int, default=3, help="untimed bare steps first")
+    parser.add_argument(
+        "--nn-gru",
+        action="store_true",
+        help="train the GRU with nn.GRU on packed batches, not asr/gru_scan.py (for comparison)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides section.key=value")
     return parser.parse_args()
 
@@ -63,6 +69,8 @@ def audio_seconds(batches: list[dict], sample_rate: int) -> float:
 
 def main() -> None:
     args = parse_args()
+    if args.nn_gru:
+        gru_scan.usable = lambda rnn, x: False  # AcousticModel then packs the batch for nn.GRU
     cfg = load_config(args.config, args.overrides)
     cfg.data.train_manifest = cfg.data.dev_manifest = args.train
     cfg.train.progress = False
@@ -145,6 +153,7 @@ def main() -> None:
         "manifest": args.train,
         "config": args.config,
         "overrides": args.overrides,
+        "gru": "nn.GRU (packed)" if args.nn_gru else "asr/gru_scan.py",
         "parameters": trainer.model.acoustic.num_parameters(),
         "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
