@@ -1,4 +1,4 @@
-"""A faster GRU for CPU training: the same layers as `nn.GRU`, its weights, another schedule.
+"""A faster GRU for CPU training: `nn.GRU`'s layers and weights, its work done in another order.
 
 On the CPU, `nn.GRU` over a packed batch multiplies every time step's input by the input
 weights on its own and leaves back-propagation through time to autograd: per step, per
