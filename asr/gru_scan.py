@@ -141,7 +141,7 @@ def gru_layers(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
         gi = torch.stack(per_dir, dim=0).permute(2, 0, 1, 3).contiguous()  # (T, D, B, 3H)
         h = _GRUScan.apply(gi, w_hh, b_hh).permute(1, 2, 0, 3)  # (D, B, T, H)
         outs = [h[0]] if dirs == 1 else [h[0], _reverse(h[1], index)]
-        x = torch.cat(outs, dim=-1) * valid[:, :, None]  # (B, T, D * H)
+        x = torch.cat(outs, dim=-1)  # (B, T, D * H); padding frames hold values never used
         if layer < rnn.num_layers - 1 and rnn.dropout > 0:
             x = F.dropout(x, rnn.dropout, rnn.training)
-    return x
+    return x * valid[:, :, None]  # zero padding, as pad_packed_sequence gives
