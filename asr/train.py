@@ -420,9 +420,13 @@ class Trainer:
             # (with fp16 the scaler skips such steps itself, and lowers its scale)
             self.optimizer.zero_grad(set_to_none=True)
             return math.nan
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 0.0
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        # fp16: a lowered scale means the scaler found an inf/NaN gradient and skipped the
+        # optimizer's step; the learning-rate schedule then waits too.
+        if not self.scaler.is_enabled() or self.scaler.get_scale() >= scale:
+            self.scheduler.step()
         return total
 
     def _accumulate_in_ddp(self, usable: list[tuple[dict, float]]) -> float:

@@ -57,6 +57,26 @@ def test_non_finite_step_leaves_weights_and_optimizer_untouched(tone_manifest, t
     assert trainer.scheduler.get_last_lr() == lr
 
 
+def test_step_skipped_by_the_fp16_loss_scaler_does_not_advance_the_schedule(
+    tone_manifest, tmp_path
+):
+    # fp16 needs CUDA; the CPU's GradScaler takes the same path through train_step.
+    trainer, batch = trainer_and_batch(tone_manifest, tmp_path / "a")
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    assert trainer.train_step([batch]) is not None
+    assert trainer.scheduler.last_epoch == 1
+    weights = copy.deepcopy(trainer.model.state_dict())
+    real = trainer._loss_sum
+    trainer._loss_sum = lambda b: (real(b)[0] * float("inf"), len(b["wav_lens"]))
+    trainer.train_step([batch])
+    assert trainer.scaler.get_scale() == 512.0  # the scaler skipped the step, lowered its scale
+    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
+    assert trainer.scheduler.last_epoch == 1
+    trainer._loss_sum = real
+    trainer.train_step([batch])
+    assert trainer.scheduler.last_epoch == 2
+
+
 def test_too_many_bad_steps_in_a_row_stop_training(tone_manifest, tmp_path, monkeypatch, capsys):
     real = Trainer._loss_sum
 
