@@ -53,6 +53,9 @@ class TrainConfig:
     # At the end, also score the mean of the weights at the last N validations; it becomes
     # best.pt if its dev WER is lower (0 or 1 = off)
     average_last: int = 0
+    # That mean becomes best.pt whatever its dev WER (dev then only tunes the decoder): with a
+    # small dev set the lowest dev WER of a run is partly chance (recipes/an4/RESULTS.md)
+    keep_average: bool = False
     validate_every_epochs: int = 1  # dev-set WER every N epochs (and always after the last)
     accumulate: int = 1  # global batches (data.batch_seconds each) per optimizer step
     # Several processes: DistributedDataParallel, the gradients all-reduced during the backward

@@ -211,6 +211,8 @@ class Trainer:
         tc = cfg.train
         if tc.accumulate < 1:
             raise ValueError("train.accumulate must be 1 or more")
+        if tc.keep_average and tc.average_last < 2:
+            raise ValueError("train.keep_average needs train.average_last of 2 or more")
         self.dist = init_distributed(pick_device(tc.device))
         self.device = process_device(pick_device(tc.device), self.dist)
         configure_backends(self.device)
@@ -587,9 +589,11 @@ class Trainer:
             old.unlink()
 
     def _try_average(self, writer: SummaryWriter, result: TrainResult) -> None:
-        """Score the mean of the kept snapshots; it becomes best.pt if its dev WER is lower."""
+        """Score the mean of the kept snapshots; it becomes best.pt if its dev WER is lower,
+        or whatever its dev WER with `train.keep_average`."""
+        keep = self.cfg.train.keep_average
         paths = sorted((self.out_dir / "snapshots").glob("step-*.pt"))
-        if len(paths) < 2:
+        if len(paths) < (1 if keep else 2):
             return
         trained = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(average_weights([load_checkpoint(p)["model"] for p in paths]))
@@ -599,8 +603,9 @@ class Trainer:
         result.history.append(entry)
         with (self.out_dir / "history.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
-        print(f"mean of the last {len(paths)} validations' weights: dev WER {100 * wer:.2f}%")
-        if wer < p.best_wer:
+        kept = " (kept as best.pt: train.keep_average)" if keep else ""
+        print(f"mean of the last {len(paths)} validations' weights: dev WER {100 * wer:.2f}%{kept}")
+        if keep or wer < p.best_wer:
             p.best_wer, p.best_step = wer, p.step
             self.save("best.pt")
         self.model.load_state_dict(trained)  # last.pt and further training go on from here
@@ -740,6 +745,12 @@ class Trainer:
                     break
             if self._schedule_done() and self.cfg.train.average_last > 1 and main:
                 self._try_average(writer, result)
+            elif tc.keep_average and main:
+                print(
+                    f"warning: stopped at step {p.step} of {p.total_steps}, before the schedule "
+                    "ended: best.pt is the checkpoint with the best dev WER, not the mean of the "
+                    "last validations' weights (train.keep_average); resume to finish"
+                )
         except KeyboardInterrupt:
             self._save_main("last.pt")
             if main:

@@ -41,6 +41,7 @@ def test_recipe_trains_briefly_and_beats_chance(tmp_path: Path):
         "model.dropout=0.2",  # the value the figures above were measured with (recipe: 0.3)
         "train.warmup_steps=50",
         "train.average_last=0",
+        "train.keep_average=false",
     ]
     cmd = ["bash", str(ROOT / "recipes/an4/run.sh"), "--source", str(AN4), "--exp-dir", str(exp)]
     run = subprocess.run([*cmd, "--", *overrides], capture_output=True, text=True, env=env)

@@ -11,7 +11,7 @@ import torch
 from asr.checkpoint import average_weights
 from asr.config import load_config
 from asr.data import read_manifest
-from asr.train import planned_steps, train
+from asr.train import Trainer, planned_steps, train
 from asr.transcribe import Transcriber
 from tests.conftest import tiny_overrides
 
@@ -114,3 +114,36 @@ def test_average_of_the_last_validations_is_scored_and_kept_only_if_better(
     mean = average_weights([torch.load(s, weights_only=True)["model"] for s in snapshots])
     same = all(torch.equal(mean[k], best["model"][k]) for k in mean)
     assert same == (averaged[0]["dev_wer"] < min(h["dev_wer"] for h in epochs))
+
+
+def test_keep_average_makes_the_mean_best_pt_whatever_its_dev_wer(
+    tone_manifest: Path, tmp_path: Path, capsys
+):
+    settings = [*tiny_overrides(tone_manifest), "train.epochs=6", "train.average_last=3"]
+    cfg = load_config(None, [*settings, "train.keep_average=true"])
+    result = train(cfg, tmp_path / "exp")
+    snapshots = sorted((tmp_path / "exp" / "snapshots").glob("step-*.pt"))
+    mean = average_weights([torch.load(s, weights_only=True)["model"] for s in snapshots])
+    best = torch.load(tmp_path / "exp" / "best.pt", weights_only=True)
+    assert all(torch.equal(mean[k], best["model"][k]) for k in mean)
+    averaged = [h for h in result.history if "averaged" in h]
+    assert best["progress"]["best_wer"] == averaged[0]["dev_wer"]
+    assert best["progress"]["best_step"] == result.history[-1]["step"]
+    assert "(kept as best.pt: train.keep_average)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"keep_average needs train\.average_last of 2 or more"):
+        train(
+            load_config(None, [*settings, "train.keep_average=true", "train.average_last=1"]),
+            tmp_path / "one",
+        )
+
+
+def test_keep_average_says_so_when_the_schedule_did_not_end(
+    tone_manifest: Path, tmp_path: Path, capsys, monkeypatch
+):
+    monkeypatch.setattr(Trainer, "_budget_spent", lambda self: self.progress.step >= 3)
+    settings = ["train.epochs=6", "train.average_last=3", "train.keep_average=true"]
+    result = train(load_config(None, [*tiny_overrides(tone_manifest), *settings]), tmp_path / "x")
+    assert not [h for h in result.history if "averaged" in h]
+    best = torch.load(tmp_path / "x" / "best.pt", weights_only=True)
+    assert best["progress"]["best_wer"] == min(h["dev_wer"] for h in result.history)
+    assert "warning: stopped at step 3 of " in capsys.readouterr().out
