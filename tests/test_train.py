@@ -117,11 +117,20 @@ def test_average_of_the_last_validations_is_scored_and_kept_only_if_better(
 
 
 def test_keep_average_makes_the_mean_best_pt_whatever_its_dev_wer(
-    tone_manifest: Path, tmp_path: Path, capsys
+    tone_manifest: Path, tmp_path: Path, capsys, monkeypatch
 ):
-    settings = [*tiny_overrides(tone_manifest), "train.epochs=6", "train.average_last=3"]
+    # Six epochs' validations, then the mean's: the mean scores worst of all, and is kept.
+    wers = iter([0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.9])
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(wers))
+    settings = [
+        *tiny_overrides(tone_manifest),
+        "train.epochs=6",
+        "train.validate_every_epochs=1",
+        "train.average_last=3",
+    ]
     cfg = load_config(None, [*settings, "train.keep_average=true"])
     result = train(cfg, tmp_path / "exp")
+    assert [h["dev_wer"] for h in result.history][-1] == 0.9
     snapshots = sorted((tmp_path / "exp" / "snapshots").glob("step-*.pt"))
     mean = average_weights([torch.load(s, weights_only=True)["model"] for s in snapshots])
     best = torch.load(tmp_path / "exp" / "best.pt", weights_only=True)
