@@ -238,7 +238,7 @@ class Trainer:
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             torch.manual_seed(tc.seed + 1_000_003 * self.dist.rank)  # dropout, masks per process
-        self.spec_augment = SpecAugment(cfg.spec_augment) if tc.spec_augment else None
+        self.spec_augment = SpecAugment(cfg.spec_augment, cfg.features) if tc.spec_augment else None
         self.dataset = SpeechDataset(
             self.train_utts,
             self.tokenizer,
