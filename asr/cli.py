@@ -466,6 +466,22 @@ def add_lm_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--unit", choices=UNITS, default="word", help="words, or characters with | between words"
     )
+    d.add_argument(
+        "--spell",
+        default=None,
+        metavar="WORDS",
+        help="also each word of this word list spelt letter by letter, a sentence each, for "
+        "speakers who spell (AN4): a file with a word at the start of each line, or `cmudict` "
+        "(pocketsphinx's CMU Pronouncing Dictionary, `pip install pocketsphinx`)",
+    )
+    d.add_argument(
+        "--text-copies",
+        type=int,
+        default=1,
+        metavar="N",
+        help="count the --text sentences N times, so that a long --spell list does not "
+        "outweigh them (default 1)",
+    )
     _add_cache_argument(d)
     d.set_defaults(func=cmd_lm_build)
     d = lm_commands.add_parser("install-kenlm", help="build KenLM's lmplz and build_binary")
@@ -484,14 +500,30 @@ def _add_cache_argument(p: argparse.ArgumentParser) -> None:
 
 def cmd_lm_build(args: argparse.Namespace) -> int:
     from asr.lm import LM_JSON, build_lm, kenlm_tools, read_sentences
+    from asr.spelling import spellable_words, word_list_path
 
     for text in args.text:
         read_sentences(text)  # a bad text fails now, not after a first KenLM build
+    spell = None
+    if args.spell is not None:
+        spell = word_list_path(args.spell)
+        spellable_words(spell)  # likewise
     tools = kenlm_tools(args.cache_dir)
-    files = build_lm(args.text, args.out, order=args.order, unit=args.unit, tools=tools)
+    files = build_lm(
+        args.text,
+        args.out,
+        order=args.order,
+        unit=args.unit,
+        tools=tools,
+        spell=spell,
+        text_copies=args.text_copies,
+    )
     info = json.loads((args.out / LM_JSON).read_text(encoding="utf-8"))
+    spelt = f" (x{info['text_copies']})" if info["text_copies"] > 1 else ""
+    if info["spell"] is not None:
+        spelt += f" and {info['spell']['words']} spelt words of {info['spell']['word_list']}"
     print(
-        f"{files.order}-gram {files.unit} LM of {info['sentences']} sentences, "
+        f"{files.order}-gram {files.unit} LM of {info['sentences']} sentences{spelt}, "
         f"vocabulary {info['vocab_size']}"
     )
     for path in (files.arpa, files.binary, files.lexicon, args.out / LM_JSON):

@@ -32,6 +32,7 @@ from asr.files import (
     extract_archive,
     file_sha256,
 )
+from asr.spelling import SpellingError, spellable_words, spelt
 from asr.text import normalize_text
 
 # KenLM's source release: the sdist of the PyPI package kenlm 0.3.0 (URL and sha256 from the
@@ -242,12 +243,16 @@ def build_lm(
     order: int = 3,
     unit: str = "word",
     tools: KenLMTools | None = None,
+    spell: Path | None = None,
+    text_copies: int = 1,
 ) -> LMFiles:
     """Estimate an `order`-gram model of `text` (one file, or several read one after the
     other) with lmplz and write it to `out_dir`.
 
-    Writes lm.arpa, lm.bin, lexicon.txt (word models only) and, last, lm.json; a folder
-    without lm.json is not a finished model.
+    `spell`: a word list (`asr.spelling`) whose words are added spelt letter by letter, one
+    sentence each; `text_copies` counts the sentences of `text` that many times, so that a
+    long list does not outweigh them. Writes lm.arpa, lm.bin, lexicon.txt (word models only)
+    and, last, lm.json; a folder without lm.json is not a finished model.
     """
     texts = [Path(text)] if isinstance(text, str | Path) else [Path(t) for t in text]
     out_dir = Path(out_dir)
@@ -256,7 +261,15 @@ def build_lm(
         raise LMError(f"unknown LM unit {unit!r} (expected one of {', '.join(UNITS)})")
     if not MIN_ORDER <= order <= MAX_ORDER:
         raise LMError(f"LM order must be between {MIN_ORDER} and {MAX_ORDER}, got {order}")
+    if text_copies < 1:
+        raise LMError(f"text copies must be 1 or more, got {text_copies}")
     sentences = [s for t in texts for s in read_sentences(t)]
+    spellings = []
+    if spell is not None:
+        try:
+            spellings = [spelt(w) for w in spellable_words(Path(spell))]
+        except SpellingError as err:
+            raise LMError(str(err)) from None
     tools = tools or kenlm_tools()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LM_JSON).unlink(missing_ok=True)  # the folder is unfinished until it is back
@@ -265,7 +278,9 @@ def build_lm(
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=".lm-build-"))
     try:
         corpus = work / "corpus.txt"
-        corpus.write_text("".join(to_lm_units(s, unit) + "\n" for s in sentences), "utf-8")
+        lines = [to_lm_units(s, unit) + "\n" for s in sentences] * text_copies
+        lines += [to_lm_units(s, unit) + "\n" for s in spellings]
+        corpus.write_text("".join(lines), "utf-8")
         files = ["-T", str(work), "--text", str(corpus), "--arpa", str(work / "lm.arpa")]
         _run_kenlm([str(tools.lmplz), *lmplz_options, *files], what=f"lmplz on {text}")
         _run_kenlm(
@@ -277,7 +292,7 @@ def build_lm(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    words = sorted({w for s in sentences for w in s.split()})
+    words = sorted({w for s in [*sentences, *spellings] for w in s.split()})
     lexicon = out_dir / "lexicon.txt"
     if unit == "word":
         atomic_write_text(lexicon, "".join(lexicon_line(w) + "\n" for w in words))
@@ -285,13 +300,23 @@ def build_lm(
         lexicon.unlink(missing_ok=True)  # a word model's lexicon left from before
     command = ["asr", "lm", "build", "--text", *map(str, texts), "--order", str(order)]
     command += ["--out", str(out_dir), "--unit", unit]
-    units = sorted({u for s in sentences for u in to_lm_units(s, unit).split()})
+    if spell is not None:
+        command += ["--spell", str(spell), "--text-copies", str(text_copies)]
+    units = sorted({u for s in [*sentences, *spellings] for u in to_lm_units(s, unit).split()})
     info = {
         "unit": unit,
         "order": order,
         "text": [str(t.resolve()) for t in texts],
-        "sentences": len(sentences),
+        "sentences": len(sentences),  # of the text, each counted text_copies times
         "words": sum(len(s.split()) for s in sentences),
+        "text_copies": text_copies,
+        "spell": None
+        if spell is None
+        else {
+            "word_list": str(Path(spell).resolve()),
+            "sha256": file_sha256(Path(spell)),
+            "words": len(spellings),
+        },
         "vocab_size": len(units),  # words, or characters and "|"; without <s>, </s>, <unk>
         "lm_bin_sha256": file_sha256(out_dir / "lm.bin"),
         "lm_bin_bytes": (out_dir / "lm.bin").stat().st_size,  # checked cheaply on every load

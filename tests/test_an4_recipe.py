@@ -51,7 +51,7 @@ def test_recipe_trains_briefly_and_beats_chance(tmp_path: Path):
     # Emitting nothing scores 100% CER, guessing letters more: a third of the characters right
     # is learning, not chance.
     assert results["test"]["cer"] < 0.7, results
-    for name in ("test-lm", "test-lm-dict"):
+    for name in ("test-lm", "test-lm-dict", "test-lm-spell"):
         assert results[name]["utterances"] == 130 and results[name]["failed"] == 0
     summary = json.loads((exp / "summary-test.json").read_text())
     assert len(summary["per_folder"]) == 10  # the ten test speakers

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # CMU AN4 (948 training + 130 test utterances, 16 kHz, 84 speakers, 101 words: spelt names,
 # numbers, dates, commands): prepare (dev = 7 whole training speakers) -> train a BiGRU within a
-# 30-minute budget -> word 3-gram LMs, decoder tuned on dev -> evaluate on the official test set
-# (greedy; beam search + LM of the training text; + the corpus dictionary's words) -> transcribe
-# two test files.
+# 30-minute budget -> word n-gram LMs, decoder tuned on dev -> evaluate on the official test set
+# (greedy; beam search + LM of the training text; + the corpus dictionary's words; + the CMU
+# Pronouncing Dictionary's words spelt out) -> transcribe two test files.
 #
 #   bash recipes/an4/run.sh --exp-dir exp/an4 [--source DIR] [--stage N] [--stop-stage N]
 #        [-- section.key=value ...]
@@ -24,7 +24,7 @@ if run_stage 1 "train"; then
   train_or_resume "$recipe_dir/config.yaml" "$data_dir/train.jsonl" "$data_dir/dev.jsonl"
 fi
 
-if run_stage 2 "word 3-gram LMs (training text; + the dictionary's words), tuned on dev"; then
+if run_stage 2 "word LMs (training text; + the dictionary's words; + spelt words), tuned on dev"; then
   lm_and_tune 3 "$data_dir/train.jsonl" "$data_dir/dev.jsonl"
   # November and thirteen occur in the test set but not in the training text: this LM also
   # holds the 101 words of etc/an4.dic (one a line), so its lexicon can output them.
@@ -32,12 +32,20 @@ if run_stage 2 "word 3-gram LMs (training text; + the dictionary's words), tuned
     --out "$exp_dir/lm-dict"
   $asr tune-decoder --model "$exp_dir/best.pt" --manifest "$data_dir/dev.jsonl" \
     --lm "$exp_dir/lm-dict"
+  # Four test utterances of 13 are names, streets and towns spelt letter by letter: this
+  # 5-gram also holds the 117k words of the CMU Pronouncing Dictionary (pocketsphinx's copy)
+  # spelt out, one a sentence, with the transcripts counted 100 times (RESULTS.md, session 13).
+  $asr lm build --text "$data_dir/train.jsonl" "$data_dir/words.txt" --order 5 \
+    --spell cmudict --text-copies 100 --out "$exp_dir/lm-spell"
+  $asr tune-decoder --model "$exp_dir/best.pt" --manifest "$data_dir/dev.jsonl" \
+    --lm "$exp_dir/lm-spell"
 fi
 
-if run_stage 3 "evaluate the best checkpoint: greedy, beam search + LM, + dictionary"; then
+if run_stage 3 "evaluate the best checkpoint: greedy, beam search + each LM"; then
   evaluate_sets dev="$data_dir/dev.jsonl" test="$data_dir/test.jsonl"
   evaluate_sets test-lm="$data_dir/test.jsonl" -- --lm "$exp_dir/lm"
   evaluate_sets test-lm-dict="$data_dir/test.jsonl" -- --lm "$exp_dir/lm-dict"
+  evaluate_sets test-lm-spell="$data_dir/test.jsonl" -- --lm "$exp_dir/lm-spell"
   print_results
 fi
 
