@@ -476,7 +476,7 @@ def add_lm_parser(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument(
         "--text-copies",
-        type=int,
+        type=_positive_int,
         default=1,
         metavar="N",
         help="count the --text sentences N times, so that a long --spell list does not "
@@ -484,9 +484,21 @@ def add_lm_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_cache_argument(d)
     d.set_defaults(func=cmd_lm_build)
+    d = lm_commands.add_parser(
+        "words", help="check a --spell word list: how many words it spells, from which file"
+    )
+    d.add_argument("word_list", metavar="WORDS", help="a word-list file, or `cmudict`")
+    d.set_defaults(func=cmd_lm_words)
     d = lm_commands.add_parser("install-kenlm", help="build KenLM's lmplz and build_binary")
     _add_cache_argument(d)
     d.set_defaults(func=cmd_lm_install)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _add_cache_argument(p: argparse.ArgumentParser) -> None:
@@ -504,10 +516,8 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
 
     for text in args.text:
         read_sentences(text)  # a bad text fails now, not after a first KenLM build
-    spell = None
     if args.spell is not None:
-        spell = word_list_path(args.spell)
-        spellable_words(spell)  # likewise
+        spellable_words(word_list_path(args.spell))  # likewise
     tools = kenlm_tools(args.cache_dir)
     files = build_lm(
         args.text,
@@ -515,20 +525,28 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
         order=args.order,
         unit=args.unit,
         tools=tools,
-        spell=spell,
+        spell=args.spell,
         text_copies=args.text_copies,
     )
     info = json.loads((args.out / LM_JSON).read_text(encoding="utf-8"))
-    spelt = f" (x{info['text_copies']})" if info["text_copies"] > 1 else ""
+    extra = f" (x{info['text_copies']})" if info["text_copies"] > 1 else ""
     if info["spell"] is not None:
-        spelt += f" and {info['spell']['words']} spelt words of {info['spell']['word_list']}"
+        extra += f" and {info['spell']['words']} spelt words of {info['spell']['word_list']}"
     print(
-        f"{files.order}-gram {files.unit} LM of {info['sentences']} sentences{spelt}, "
+        f"{files.order}-gram {files.unit} LM of {info['sentences']} sentences{extra}, "
         f"vocabulary {info['vocab_size']}"
     )
     for path in (files.arpa, files.binary, files.lexicon, args.out / LM_JSON):
         if path is not None:
             print(f"wrote {path}")
+    return 0
+
+
+def cmd_lm_words(args: argparse.Namespace) -> int:
+    from asr.spelling import spellable_words, word_list_path
+
+    path = word_list_path(args.word_list)
+    print(f"{len(spellable_words(path))} words of two or more letters a-z in {path}")
     return 0
 
 

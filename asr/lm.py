@@ -32,7 +32,7 @@ from asr.files import (
     extract_archive,
     file_sha256,
 )
-from asr.spelling import SpellingError, spellable_words, spelt
+from asr.spelling import SpellingError, spellable_words, spelt, word_list_path
 from asr.text import normalize_text
 
 # KenLM's source release: the sdist of the PyPI package kenlm 0.3.0 (URL and sha256 from the
@@ -243,16 +243,17 @@ def build_lm(
     order: int = 3,
     unit: str = "word",
     tools: KenLMTools | None = None,
-    spell: Path | None = None,
+    spell: str | Path | None = None,
     text_copies: int = 1,
 ) -> LMFiles:
     """Estimate an `order`-gram model of `text` (one file, or several read one after the
     other) with lmplz and write it to `out_dir`.
 
-    `spell`: a word list (`asr.spelling`) whose words are added spelt letter by letter, one
-    sentence each; `text_copies` counts the sentences of `text` that many times, so that a
-    long list does not outweigh them. Writes lm.arpa, lm.bin, lexicon.txt (word models only)
-    and, last, lm.json; a folder without lm.json is not a finished model.
+    `spell`: a word-list file or `cmudict` (`asr.spelling`), whose words are added spelt
+    letter by letter, one sentence each; `text_copies` counts the sentences of `text` that
+    many times, so that a long list does not outweigh them. Writes lm.arpa, lm.bin,
+    lexicon.txt (word models only) and, last, lm.json; a folder without lm.json is not a
+    finished model.
     """
     texts = [Path(text)] if isinstance(text, str | Path) else [Path(t) for t in text]
     out_dir = Path(out_dir)
@@ -262,12 +263,14 @@ def build_lm(
     if not MIN_ORDER <= order <= MAX_ORDER:
         raise LMError(f"LM order must be between {MIN_ORDER} and {MAX_ORDER}, got {order}")
     if text_copies < 1:
-        raise LMError(f"text copies must be 1 or more, got {text_copies}")
+        raise LMError(f"--text-copies must be 1 or more, got {text_copies}")
     sentences = [s for t in texts for s in read_sentences(t)]
-    spellings = []
+    word_list: Path | None = None
+    spellings: list[str] = []
     if spell is not None:
         try:
-            spellings = [spelt(w) for w in spellable_words(Path(spell))]
+            word_list = word_list_path(spell)
+            spellings = [spelt(w) for w in spellable_words(word_list)]
         except SpellingError as err:
             raise LMError(str(err)) from None
     tools = tools or kenlm_tools()
@@ -301,20 +304,22 @@ def build_lm(
     command = ["asr", "lm", "build", "--text", *map(str, texts), "--order", str(order)]
     command += ["--out", str(out_dir), "--unit", unit]
     if spell is not None:
-        command += ["--spell", str(spell), "--text-copies", str(text_copies)]
+        command += ["--spell", str(spell)]  # as given: `cmudict` stays a name, not a path
+    if text_copies != 1:
+        command += ["--text-copies", str(text_copies)]
     units = sorted({u for s in [*sentences, *spellings] for u in to_lm_units(s, unit).split()})
     info = {
         "unit": unit,
         "order": order,
         "text": [str(t.resolve()) for t in texts],
-        "sentences": len(sentences),  # of the text, each counted text_copies times
+        "sentences": len(sentences),  # of the text; the LM's corpus holds each text_copies times
         "words": sum(len(s.split()) for s in sentences),
         "text_copies": text_copies,
         "spell": None
-        if spell is None
+        if word_list is None
         else {
-            "word_list": str(Path(spell).resolve()),
-            "sha256": file_sha256(Path(spell)),
+            "word_list": str(word_list.resolve()),
+            "sha256": file_sha256(word_list),
             "words": len(spellings),
         },
         "vocab_size": len(units),  # words, or characters and "|"; without <s>, </s>, <unk>

@@ -51,8 +51,10 @@ def word_list_path(source: str | Path) -> Path:
     if str(source) == CMUDICT:
         return cmudict_path()
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise SpellingError(f"{path}: no such word list")
+    if not path.is_file():
+        raise SpellingError(f"{path}: a word list must be a file, not a folder")
     return path
 
 

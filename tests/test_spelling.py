@@ -12,7 +12,7 @@ import torch
 from asr import spelling
 from asr.beam import BeamConfig, BeamSearchDecoder
 from asr.lm import ArpaModel, LMError, build_lm, kenlm_tools
-from asr.spelling import SpellingError, cmudict_path, spellable_words, word_list_path
+from asr.spelling import SpellingError, spellable_words, word_list_path
 from asr.text import CharTokenizer
 
 # The CMU Pronouncing Dictionary's own format: comments, a second pronunciation "(2)", words
@@ -53,9 +53,13 @@ def test_bad_word_lists_name_the_file_and_cause(tmp_path: Path) -> None:
         spellable_words(letters)
     with pytest.raises(SpellingError, match=r"none\.txt: no such word list"):
         word_list_path(tmp_path / "none.txt")
+    with pytest.raises(SpellingError, match=r": a word list must be a file, not a folder"):
+        word_list_path(tmp_path)
 
 
-def test_cmudict_without_pocketsphinx_says_how_to_install_it(monkeypatch) -> None:
+def test_cmudict_without_pocketsphinx_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(spelling, "find_spec", lambda name: None)
     with pytest.raises(SpellingError, match=r"^cmudict: the pocketsphinx package is not installed"):
         word_list_path("cmudict")
@@ -64,7 +68,7 @@ def test_cmudict_without_pocketsphinx_says_how_to_install_it(monkeypatch) -> Non
 def test_cmudict_is_pocketsphinx_copy_of_the_cmu_dictionary() -> None:
     pytest.importorskip("pocketsphinx", reason="pocketsphinx not installed (the spell extra)")
     path = word_list_path("cmudict")
-    assert path == cmudict_path() and path.name == "cmudict-en-us.dict"
+    assert path.name == "cmudict-en-us.dict" and path.parent.parent.name == "model"
     words = spellable_words(path)
     assert len(words) > 100_000  # 134,860 lines in pocketsphinx 5.1.1, 117,469 spellable words
     assert {"melvin", "cindy", "pittsburgh", "november"} <= set(words)
@@ -98,8 +102,28 @@ def test_lm_learns_spelling_and_text_copies_weigh_the_transcripts(tmp_path: Path
     assert info["spell"]["words"] == 3 and info["spell"]["word_list"] == str(words.resolve())
     assert info["command"].endswith(f"--spell {words} --text-copies 20")
     assert json.loads((tmp_path / "plain" / "lm.json").read_text())["spell"] is None
-    with pytest.raises(LMError, match="text copies must be 1 or more, got 0"):
+    with pytest.raises(LMError, match="--text-copies must be 1 or more, got 0"):
         build_lm(text, tmp_path / "zero", tools=tools, spell=words, text_copies=0)
+
+
+@pytest.mark.slow
+def test_lm_json_command_rebuilds_the_same_lm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = kenlm_tools()
+    text = tmp_path / "train.txt"
+    text.write_text("enter one\n", encoding="utf-8")
+    words = cmudict_file(tmp_path / "words.dict")
+    monkeypatch.setattr(spelling, "cmudict_path", lambda: words)  # pocketsphinx's, here a fixture
+    build_lm(text, tmp_path / "named", order=2, tools=tools, spell="cmudict")
+    info = json.loads((tmp_path / "named" / "lm.json").read_text())
+    assert info["command"].endswith("--unit word --spell cmudict")  # the name, not the path
+    assert info["spell"]["word_list"] == str(words.resolve())
+    build_lm(text, tmp_path / "copies", order=2, tools=tools, text_copies=3)
+    info = json.loads((tmp_path / "copies" / "lm.json").read_text())
+    assert info["command"].endswith("--unit word --text-copies 3") and info["spell"] is None
+    with pytest.raises(LMError, match=r"none\.dict: no such word list"):
+        build_lm(text, tmp_path / "bad", tools=tools, spell=tmp_path / "none.dict")
 
 
 @pytest.mark.slow
@@ -130,7 +154,9 @@ def test_spelt_word_lm_turns_a_heard_n_into_the_m_of_a_name(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_asr_lm_build_spell_reports_the_spellings(tmp_path: Path, capsys) -> None:
+def test_asr_lm_build_spell_reports_the_spellings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from asr.cli import main
 
     text = tmp_path / "train.txt"
@@ -146,7 +172,9 @@ def test_asr_lm_build_spell_reports_the_spellings(tmp_path: Path, capsys) -> Non
     )
 
 
-def test_asr_lm_build_refuses_a_bad_word_list_before_building_kenlm(tmp_path: Path, capsys) -> None:
+def test_asr_lm_build_refuses_a_bad_word_list_before_building_kenlm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from asr.cli import main
 
     text = tmp_path / "train.txt"
@@ -156,3 +184,23 @@ def test_asr_lm_build_refuses_a_bad_word_list_before_building_kenlm(tmp_path: Pa
     assert main([*args, "--spell", str(missing)]) == 1
     assert capsys.readouterr().err == f"asr: error: {missing}: no such word list\n"
     assert not (tmp_path / "lm").exists()
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error, exit 2
+        main([*args, "--spell", str(missing), "--text-copies", "0"])
+    assert exit_info.value.code == 2
+    assert "--text-copies: must be 1 or more, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "lm").exists()
+
+
+def test_asr_lm_words_counts_a_word_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asr.cli import main
+
+    words = cmudict_file(tmp_path / "words.dict")
+    assert main(["lm", "words", str(words)]) == 0
+    assert capsys.readouterr().out == f"3 words of two or more letters a-z in {words}\n"
+    monkeypatch.setattr(spelling, "find_spec", lambda name: None)
+    assert main(["lm", "words", "cmudict"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("asr: error: cmudict: the pocketsphinx package is not installed")
+    assert err.count("\n") == 1

@@ -10,10 +10,18 @@
 #
 # Without --source: the copy in $ASR_DATA/an4 when there (ASR_DATA defaults to ../shared/data),
 # else an4_sphere.tar.gz downloaded from CMU into data/an4. `-- model.rnn_type=lstm
-# train.seed=1` and the like change the model or seed; figures are in RESULTS.md.
+# train.seed=1` and the like change the model or seed; figures are in RESULTS.md. The spelt-word
+# LM needs pocketsphinx's copy of the CMU Pronouncing Dictionary (`pip install -e ".[spell]"`;
+# `make install` has it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 parse_options "$@"
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  # lm-spell needs the CMU Pronouncing Dictionary of pocketsphinx (pip install -e ".[spell]"):
+  # fail now if it is missing, not after 30 minutes of training.
+  $asr lm words cmudict
+fi
 
 if run_stage 0 "manifests (train, dev = 7 held-out training speakers, test) and words.txt"; then
   corpus_args an4 an4
