@@ -49,6 +49,12 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16
     spec_augment: bool = True  # SpecAugment masks during training
     wave_augment: bool = False  # speed / gain / noise perturbation of training audio
+    # Intermediate CTC (Lee & Watanabe 2021): the output layer also reads the output of this
+    # recurrent layer (1 .. model.num_layers - 1; 0 = off), and the loss is
+    # (1 - inter_ctc_weight) x CTC of the last layer + inter_ctc_weight x CTC of this one.
+    # Training only: no new weights, the same model at inference.
+    inter_ctc_layer: int = 0
+    inter_ctc_weight: float = 0.3
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0 = once per epoch)
     # At the end, also score the mean of the weights at the last N validations; it becomes
     # best.pt if its dev WER is lower (0 or 1 = off)
@@ -155,7 +161,26 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
         cfg.model.__post_init__()  # re-check the fields ModelConfig validates
     except ValueError as err:
         raise ConfigError(f"model config: {err}") from None
+    check_inter_ctc(cfg)
     return cfg
+
+
+def check_inter_ctc(cfg: ExperimentConfig) -> None:
+    """ConfigError unless train.inter_ctc_layer names a layer below the last and the weight
+    is in (0, 1)."""
+    tc = cfg.train
+    if tc.inter_ctc_layer == 0:
+        return
+    if not 0 < tc.inter_ctc_layer < cfg.model.num_layers:
+        raise ConfigError(
+            f"train.inter_ctc_layer={tc.inter_ctc_layer}: must be 0 (off) or a recurrent layer "
+            f"below the last (1 to {cfg.model.num_layers - 1} with model.num_layers="
+            f"{cfg.model.num_layers})"
+        )
+    if not 0.0 < tc.inter_ctc_weight < 1.0:
+        raise ConfigError(
+            f"train.inter_ctc_weight={tc.inter_ctc_weight}: must be between 0 and 1 (exclusive)"
+        )
 
 
 def to_dict(cfg: ExperimentConfig) -> dict:

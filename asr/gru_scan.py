@@ -115,11 +115,15 @@ def _reverse(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
-def gru_layers(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def gru_layers(
+    rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, layers: range | None = None
+) -> torch.Tensor:
     """What `rnn` gives for a packed `x`: (B, T, input) -> (B, T, H * directions), zero padding.
 
     `lengths` (B,) are the valid frames of each utterance; initial states are zero. Dropout
     between layers as nn.GRU applies it (in training mode, not after the last layer).
+    `layers`: run only these consecutive layers of `rnn` (`x` is then the input of the first;
+    no dropout after the last of them).
     """
     batch, steps, _ = x.shape
     dirs = 2 if rnn.bidirectional else 1
@@ -128,7 +132,8 @@ def gru_layers(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
     index = reversal_index(lengths, steps)
     valid = torch.arange(steps, device=x.device)[None, :] < lengths[:, None]  # (B, T)
     suffixes = ["", "_reverse"][:dirs]
-    for layer in range(rnn.num_layers):
+    layers = range(rnn.num_layers) if layers is None else layers
+    for layer in layers:
         names = [f"l{layer}{s}" for s in suffixes]
         w_ih = torch.cat([getattr(rnn, f"weight_ih_{n}") for n in names])  # (D * 3H, in)
         b_ih = torch.cat([getattr(rnn, f"bias_ih_{n}") for n in names])
@@ -142,6 +147,6 @@ def gru_layers(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
         h = _GRUScan.apply(gi, w_hh, b_hh).permute(1, 2, 0, 3)  # (D, B, T, H)
         outs = [h[0]] if dirs == 1 else [h[0], _reverse(h[1], index)]
         x = torch.cat(outs, dim=-1)  # (B, T, D * H); padding frames hold values never used
-        if layer < rnn.num_layers - 1 and rnn.dropout > 0:
+        if layer < layers[-1] and rnn.dropout > 0:
             x = F.dropout(x, rnn.dropout, rnn.training)
     return x * valid[:, :, None]  # zero padding, as pad_packed_sequence gives

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from asr.checkpoint import average_weights, load_checkpoint, load_resumable, save_checkpoint
-from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from asr.config import ExperimentConfig, apply_overrides, check_inter_ctc, from_dict, to_dict
 from asr.data import (
     BucketBatchSampler,
     SpeechDataset,
@@ -209,6 +209,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tc = cfg.train
+        check_inter_ctc(cfg)
         if tc.accumulate < 1:
             raise ValueError("train.accumulate must be 1 or more")
         if tc.keep_average and tc.average_last < 2:
@@ -380,14 +381,21 @@ class Trainer:
         """Sum over this process's utterances of CTC loss / target length, and their count."""
         wavs = batch["wavs"].to(self.device, non_blocking=True)
         wav_lens = batch["wav_lens"].to(self.device, non_blocking=True)
+        tap = self.cfg.train.inter_ctc_layer
         with autocast(self.device, self.dtype):
-            log_probs, out_lens = self.net(wavs, wav_lens, self.spec_augment)
+            log_probs, out_lens, *inter = self.net(wavs, wav_lens, self.spec_augment, tap)
         token_lens = batch["token_lens"].to(self.device)
-        # CTC in fp32 on (T, B, V) log-probs; (B,) losses, each divided by its target length
-        # as reduction="mean" does.
-        losses = self.ctc(
-            log_probs.float().transpose(0, 1), batch["tokens"].to(self.device), out_lens, token_lens
-        )
+        tokens = batch["tokens"].to(self.device)
+
+        def ctc(lp: torch.Tensor) -> torch.Tensor:
+            # CTC in fp32 on (T, B, V) log-probs -> (B,) losses
+            return self.ctc(lp.float().transpose(0, 1), tokens, out_lens, token_lens)
+
+        losses = ctc(log_probs)
+        if inter:  # intermediate CTC (train.inter_ctc_layer)
+            w = self.cfg.train.inter_ctc_weight
+            losses = (1 - w) * losses + w * ctc(inter[0])
+        # each loss divided by its target length, as reduction="mean" does
         return (losses / token_lens.clamp(min=1)).sum(), len(wav_lens)
 
     def train_step(self, batches: list[dict]) -> float | None:
