@@ -11,7 +11,7 @@ import torch
 from asr import gru_scan
 from asr.config import ConfigError, load_config
 from asr.model import AcousticModel, ModelConfig
-from asr.train import Trainer, train
+from asr.train import Trainer
 from tests.conftest import tiny_overrides
 
 LENGTHS = torch.tensor([12, 7, 1, 12])
@@ -137,21 +137,3 @@ def test_the_loss_mixes_the_two_ctc_losses_by_the_weight(tone_manifest: Path, tm
     trainer.model.acoustic = whole
     assert count == len(batch["wav_lens"])
     assert math.isclose(float(mixed), 0.7 * float(final) + 0.3 * float(inter), rel_tol=1e-5)
-
-
-@pytest.mark.slow
-def test_training_with_an_intermediate_loss_learns(tone_manifest: Path, tmp_path: Path):
-    cfg = load_config(
-        None,
-        [
-            *tiny_overrides(tone_manifest),
-            "train.epochs=30",
-            "train.validate_every_epochs=30",
-            "train.spec_augment=false",
-            "train.inter_ctc_layer=1",
-        ],
-    )
-    result = train(cfg, tmp_path / "exp")
-    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
-    assert last < 0.3 * first, (first, last)
-    assert result.progress.best_wer <= 0.2

@@ -18,7 +18,8 @@ from tests.conftest import tiny_overrides
 pytestmark = pytest.mark.slow
 
 
-def test_loss_falls_and_transcripts_become_right(tone_manifest: Path, tmp_path: Path):
+@pytest.mark.parametrize("extra", [[], ["train.inter_ctc_layer=1"]], ids=["ctc", "inter_ctc"])
+def test_loss_falls_and_transcripts_become_right(extra, tone_manifest: Path, tmp_path: Path):
     cfg = load_config(
         None,
         [
@@ -26,6 +27,7 @@ def test_loss_falls_and_transcripts_become_right(tone_manifest: Path, tmp_path: 
             "train.epochs=60",
             "train.validate_every_epochs=20",
             "train.spec_augment=false",
+            *extra,
         ],
     )
     result = train(cfg, tmp_path / "exp")
