@@ -136,4 +136,4 @@ def test_the_loss_mixes_the_two_ctc_losses_by_the_weight(tone_manifest: Path, tm
     inter, _ = trainer._loss_sum(batch)
     trainer.model.acoustic = whole
     assert count == len(batch["wav_lens"])
-    assert math.isclose(float(mixed), 0.7 * float(final) + 0.3 * float(inter), rel_tol=1e-5)
+    assert math.isclose(mixed.item(), 0.7 * final.item() + 0.3 * inter.item(), rel_tol=1e-5)
