@@ -111,6 +111,9 @@ class AcousticModel(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         directions = 2 if cfg.bidirectional else 1
         self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size)
+        # (first, last) -> `_layer_group`'s module and weight names; a plain dict, so the
+        # weightless modules are neither submodules nor in the state dict
+        self._groups: dict[tuple[int, int], tuple[nn.Module, dict[str, str]]] = {}
 
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor, tap: int = 0
@@ -136,10 +139,8 @@ class AcousticModel(nn.Module):
             x = self._recurrent(x, lengths, tap, layers)
         else:
             x = self._recurrent(x, lengths, 0, layers)
-        logits = self.output(self.dropout(x))  # (B, T', vocab)
-        if inter is None:
-            return logits.float().log_softmax(dim=-1), lengths
-        return logits.float().log_softmax(dim=-1), lengths, inter
+        log_probs = self.output(self.dropout(x)).float().log_softmax(dim=-1)  # (B, T', vocab)
+        return (log_probs, lengths) if inter is None else (log_probs, lengths, inter)
 
     def _recurrent(
         self, x: torch.Tensor, lengths: torch.Tensor, first: int, last: int
@@ -151,29 +152,35 @@ class AcousticModel(nn.Module):
         if (first, last) == (0, self.cfg.num_layers):
             out, _ = self.rnn(packed)
         else:
-            group, params = self._layer_group(first, last)
+            group, names = self._layer_group(first, last)
             group.train(self.training)
+            params = {name: getattr(self.rnn, own) for name, own in names.items()}
             out, _ = torch.func.functional_call(group, params, (packed,))
         return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 
-    def _layer_group(self, first: int, last: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-        """A weightless recurrent module of layers first..last-1 and the weights of `self.rnn`
-        it runs with (torch.func.functional_call): the same parameters, no copies."""
-        directions = 2 if self.cfg.bidirectional else 1
-        with torch.device("meta"):
-            group = type(self.rnn)(
-                input_size=self.rnn.input_size if first == 0 else self.rnn.hidden_size * directions,
-                hidden_size=self.rnn.hidden_size,
-                num_layers=last - first,
-                batch_first=True,
-                bidirectional=self.cfg.bidirectional,
-                dropout=self.rnn.dropout if last - first > 1 else 0.0,
-            )
-        params = {
-            name: getattr(self.rnn, re.sub(r"_l(\d+)", lambda m: f"_l{int(m[1]) + first}", name))
-            for name in group._flat_weights_names
-        }
-        return group, params
+    def _layer_group(self, first: int, last: int) -> tuple[nn.Module, dict[str, str]]:
+        """A weightless recurrent module of layers first..last-1 (made once, kept) and, for each
+        of its weight names, the name of the weight of `self.rnn` it runs with
+        (torch.func.functional_call): the same parameters, no copies."""
+        if (first, last) not in self._groups:
+            directions = 2 if self.cfg.bidirectional else 1
+            with torch.device("meta"):
+                group = type(self.rnn)(
+                    input_size=self.rnn.input_size
+                    if first == 0
+                    else self.rnn.hidden_size * directions,
+                    hidden_size=self.rnn.hidden_size,
+                    num_layers=last - first,
+                    batch_first=True,
+                    bidirectional=self.cfg.bidirectional,
+                    dropout=self.rnn.dropout if last - first > 1 else 0.0,
+                )
+            names = {
+                name: re.sub(r"_l(\d+)", lambda m: f"_l{int(m[1]) + first}", name)
+                for name in group._flat_weights_names
+            }
+            self._groups[(first, last)] = (group, names)
+        return self._groups[(first, last)]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
