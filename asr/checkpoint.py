@@ -8,7 +8,10 @@ A checkpoint is a plain dict of tensors and Python primitives:
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import re
+import secrets
+import zipfile
 from pathlib import Path
 
 import torch
@@ -33,7 +36,7 @@ def save_checkpoint(path: str | Path, state: dict, keep_previous: bool = False) 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"version": VERSION, **state}, f)
@@ -52,6 +55,17 @@ def save_checkpoint(path: str | Path, state: dict, keep_previous: bool = False) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_temp_file(path: Path) -> tuple[int, Path]:
+    """A new, empty hidden file beside `path`, open for writing, created with mode 0666 less
+    the umask: the mode open() gives every other output (mkstemp's would be 0600)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def previous_of(path: Path) -> Path:
@@ -96,13 +110,24 @@ class Checkpoint(dict):
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load on CPU with weights_only=True (no arbitrary code from the file)."""
+    """Load on CPU with weights_only=True (no arbitrary code from the file).
+
+    CheckpointError, one line naming the file and what it is, for a missing file, a folder
+    (with the .pt files it holds), a file of another kind, a truncated checkpoint, and a
+    checkpoint of another program or version.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+    _check_is_torch_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or foreign files
+    except pickle.UnpicklingError as err:  # weights_only refused a Python object
+        found = re.search(r"GLOBAL (\S+) was not", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: it holds Python objects{what}, which are not "
+            "loaded for safety (a checkpoint holds only tensors and plain data)"
+        ) from None
+    except Exception as err:  # torch raises several types for corrupt files
         cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({cause})") from None
     version = state.get("version") if isinstance(state, dict) else None
@@ -116,6 +141,61 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     loaded = Checkpoint(state)
     loaded.path = path
     return loaded
+
+
+# The first bytes of files that are given as a checkpoint by mistake.
+MAGIC = {
+    b"RIFF": "WAV audio",
+    b"fLaC": "FLAC audio",
+    b"OggS": "Ogg audio",
+    b"ID3": "MP3 audio",
+    b"NIST_1A": "SPHERE audio",
+    b"FORM": "AIFF audio",
+}
+
+
+def _check_is_torch_file(path: Path) -> None:
+    """CheckpointError unless `path` is a file torch.save could have written whole: a complete
+    zip archive with a data.pkl (or the older pickle format, which torch.load then judges)."""
+    if path.is_dir():
+        held = ", ".join(sorted(p.name for p in path.glob("*.pt"))) or "no .pt file"
+        raise CheckpointError(f"{path}: a folder, not a checkpoint; it holds {held}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    with path.open("rb") as f:
+        head = f.read(512)
+    if not head:
+        raise CheckpointError(f"{path}: an empty file, not a checkpoint")
+    if head.startswith(b"\x80"):  # a pickle: torch.save's format before PyTorch 1.6
+        return
+    if not head.startswith(b"PK"):
+        raise CheckpointError(f"{path}: not a checkpoint ({_describe(head)})")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        raise CheckpointError(
+            f"{path}: truncated checkpoint (the file ends before its index: an interrupted "
+            "copy or write)"
+        ) from None
+    if not any(name.endswith("/data.pkl") for name in names):
+        raise CheckpointError(f"{path}: not a checkpoint (a zip archive, not a PyTorch file)")
+
+
+def _describe(head: bytes) -> str:
+    """What the first bytes of a file say it is."""
+    for magic, kind in MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "MP3 audio"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""  # (a multi-byte character cut at 512 bytes is rare enough to call binary)
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "a text file"
+    return "not a file torch.save writes"
 
 
 def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

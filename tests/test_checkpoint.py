@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import zipfile
 from dataclasses import asdict
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from asr.checkpoint import CheckpointError, load_checkpoint, recogniser_from_state, save_checkpoint
@@ -90,8 +94,78 @@ def test_pickled_objects_are_refused(tmp_path):
     # weights_only=True: a file holding arbitrary Python objects is not loaded.
     path = tmp_path / "evil.pt"
     torch.save({"version": 1, "obj": CharTokenizer(["a"])}, path)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
+    assert str(err.value) == (
+        f"{path}: not a readable checkpoint: it holds Python objects (asr.text.CharTokenizer), "
+        "which are not loaded for safety (a checkpoint holds only tensors and plain data)"
+    )
+
+
+def test_a_folder_is_named_with_the_checkpoints_it_holds(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(exp)
+    assert str(err.value) == f"{exp}: a folder, not a checkpoint; it holds no .pt file"
+    state, _, _ = make_state()
+    for name in ("last.pt", "best.pt"):
+        save_checkpoint(exp / name, state)
+    (exp / "history.jsonl").write_text("{}\n")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(exp)
+    assert str(err.value) == f"{exp}: a folder, not a checkpoint; it holds best.pt, last.pt"
+
+
+def test_files_of_other_kinds_are_named_not_a_checkpoint(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  hidden_size: 64\n")
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, np.zeros(800, dtype=np.float32), 8000)
+    archive = tmp_path / "notes.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "hello")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    expected = {
+        config: f"{config}: not a checkpoint (a text file)",
+        wav: f"{wav}: not a checkpoint (WAV audio)",
+        archive: f"{archive}: not a checkpoint (a zip archive, not a PyTorch file)",
+        empty: f"{empty}: an empty file, not a checkpoint",
+    }
+    for path, message in expected.items():
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert str(err.value) == message
+        assert "weights_only" not in str(err.value)
+
+
+def test_truncated_checkpoint_says_truncated(tmp_path):
+    state, _, _ = make_state()
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, state)
+    whole = path.read_bytes()
+    for size in (100, len(whole) // 2, len(whole) - 10):
+        path.write_bytes(whole[:size])
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert str(err.value) == (
+            f"{path}: truncated checkpoint (the file ends before its index: an interrupted copy "
+            "or write)"
+        )
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_checkpoints_get_the_mode_of_other_outputs(tmp_path, umask):
+    state, _, _ = make_state()
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "best.pt", state)
+        (tmp_path / "other.txt").write_text("an output written with open()")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "best.pt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "other.txt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):

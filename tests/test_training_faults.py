@@ -246,6 +246,6 @@ def test_resume_falls_back_to_the_previous_checkpoint(tone_manifest, tmp_path, c
     last.write_bytes(last.read_bytes()[:100])  # truncated, as by a full disk elsewhere
     rest = train(None, tmp_path / "exp", resume=True, overrides=["train.max_steps=10"])
     out = capsys.readouterr().out
-    assert f"warning: {last}: not a readable checkpoint" in out
+    assert f"warning: {last}: truncated checkpoint" in out
     assert f"resuming from {previous_of(last)}" in out
     assert rest.progress.step == 10
