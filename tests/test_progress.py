@@ -28,12 +28,28 @@ def test_log_file_gets_whole_lines_without_carriage_returns():
 
 def test_stopping_early_still_reports_where_it_stopped():
     log = io.StringIO()
-    bar = progress_bar(range(100), desc="train", file=log, mininterval=3600.0, leave=False)
+    bar = progress_bar(range(100), desc="train", file=log, mininterval=3600.0)
     for i in bar:
         if i == 41:
             break
     bar.close()
     assert " 41/100 " in log.getvalue().splitlines()[-1]
+
+
+def test_many_short_bars_share_one_interval_on_their_stream():
+    # One bar per epoch, as training makes them: 50 epochs within one interval give one line,
+    # where each bar alone would write its opening line.
+    log = io.StringIO()
+    for epoch in range(50):
+        bar = progress_bar(range(20), desc=f"epoch {epoch + 1}/50", file=log, leave=False)
+        for i in bar:
+            bar.set_postfix(loss=f"{i:.3f}")
+        bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epoch 1/50:   0%"), lines
+    other = io.StringIO()  # another stream keeps its own interval
+    list(progress_bar(range(3), desc="x", file=other, leave=False))
+    assert len(other.getvalue().splitlines()) == 1
 
 
 def test_terminal_gets_a_redrawn_bar():
