@@ -25,8 +25,9 @@ samples anywhere is refused with the time of the first, and its utterances count
 A wav.scp entry that is a command (`sph2pipe -f wav a.sph |`) or a byte offset into an archive
 (`feats.ark:1234`) is refused with the command that writes it as a real file (Kaldi's
 `wav-copy RXFILENAME OUT.wav` does both). Every entry that cannot be used is one line naming
-its file and line; the others are written, and the command then exits with status 1 listing
-them all. Transcripts are kept as written (training normalises them).
+its file and line (a line that is not UTF-8 too: the byte and where it is), reported once even
+where other tables name it; the others are written, and the command then exits with status 1
+listing them all. Transcripts are kept as written (training normalises them).
 """
 
 from __future__ import annotations
@@ -38,7 +39,16 @@ from pathlib import Path
 from asr.audio import SEGMENT_SLACK, AudioError, audio_duration, check_samples
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
-from data_prep.split import SPLIT_OPTIONS, Entry, ImporterError, SplitConfig, write_split
+from data_prep.split import (
+    SPLIT_OPTIONS,
+    Entry,
+    ImporterError,
+    SplitConfig,
+    count,
+    not_utf8,
+    read_table_text,
+    write_split,
+)
 
 # An "extended filename" with a byte offset into an archive: foo.ark:1234, foo.ark:1234[0:99]
 _ARCHIVE_OFFSET = re.compile(r":\d+(\[[^\]]*\])?$")
@@ -58,28 +68,35 @@ class Line:
     value: str  # the rest of the line, outer spaces stripped
 
 
-def read_kaldi_table(path: Path) -> tuple[dict[str, Line], list[str]]:
-    """{key: line} of a Kaldi `KEY VALUE...` file, in file order, and the problems (a key given
-    twice). Blank lines are skipped; ImporterError when the file cannot be read."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ImporterError(f"{path}: not UTF-8 text") from None
-    except OSError as err:
-        raise ImporterError(f"{path}: cannot read ({err.strerror})") from None
-    lines: dict[str, Line] = {}
-    problems = []
+@dataclass
+class Table:
+    """A Kaldi `KEY VALUE...` file as read."""
+
+    lines: dict[str, Line]  # the usable lines by key, in file order
+    refused: dict[str, Line]  # lines reported and not used (not UTF-8, malformed), by key
+    problems: list[str]  # one per refused line, and per key given twice
+
+
+def read_kaldi_table(path: Path) -> Table:
+    """The lines of a Kaldi `KEY VALUE...` file. Blank lines are skipped; a line that is not
+    UTF-8, or repeats an earlier key, is a problem; ImporterError when the file cannot be read."""
+    table = Table({}, {}, [])
     # split at \n only: str.splitlines also splits at \x1c, \u2028 and other characters
-    for number, raw in enumerate(text.split("\n"), start=1):
+    for number, raw in enumerate(read_table_text(path).split("\n"), start=1):
         if not raw.strip():
             continue
         key, *rest = raw.split(maxsplit=1)
-        where = f"{path}:{number}"
-        if key in lines:
-            problems.append(f"{where}: {key} again (first on {lines[key].where})")
-            continue
-        lines[key] = Line(where, key, rest[0].strip() if rest else "")
-    return lines, problems
+        line = Line(f"{path}:{number}", key, rest[0].strip() if rest else "")
+        bad_byte = not_utf8(raw)
+        if bad_byte is not None:
+            table.problems.append(f"{line.where}: not UTF-8 text ({bad_byte})")
+            table.refused.setdefault(key, line)
+        elif key in table.lines:
+            first = table.lines[key].where
+            table.problems.append(f"{line.where}: {key} again (first on {first})")
+        else:
+            table.lines[key] = line
+    return table
 
 
 def refusal(line: Line) -> str | None:
@@ -144,28 +161,36 @@ def resolve_recordings(wav_scp: dict[str, Line], roots: list[Path]) -> dict[str,
     return recordings
 
 
-def speakers_of(data: Path) -> tuple[dict[str, str] | None, list[str]]:
+def speakers_of(data: Path) -> tuple[dict[str, str] | None, set[str], list[str]]:
     """{utterance: speaker} from utt2spk (or spk2utt when only it is there), None when neither
-    is there; and the problems (an utterance given two speakers)."""
+    is there; the utterances of the lines refused (reported: their missing speaker is not
+    reported again); and the problems (an utterance given two speakers, a malformed line)."""
     if (data / "utt2spk").is_file():
-        lines, problems = read_kaldi_table(data / "utt2spk")
-        for line in lines.values():
-            if len(line.value.split()) != 1:
-                problems.append(f"{line.where}: expected UTTERANCE SPEAKER, got {line.value!r}")
-        return {k: ln.value for k, ln in lines.items() if len(ln.value.split()) == 1}, problems
+        table = read_kaldi_table(data / "utt2spk")
+        speakers = {}
+        for line in table.lines.values():
+            if len(line.value.split()) == 1:
+                speakers[line.key] = line.value
+            else:
+                table.problems.append(
+                    f"{line.where}: expected UTTERANCE SPEAKER, got {line.value!r}"
+                )
+                table.refused[line.key] = line
+        return speakers, set(table.refused), table.problems
     if not (data / "spk2utt").is_file():
-        return None, []
-    lines, problems = read_kaldi_table(data / "spk2utt")
-    speakers: dict[str, str] = {}
-    for line in lines.values():
+        return None, set(), []
+    table = read_kaldi_table(data / "spk2utt")
+    speakers = {}
+    for line in table.lines.values():
         for utt in line.value.split():
             if utt in speakers and speakers[utt] != line.key:
-                problems.append(
+                table.problems.append(
                     f"{line.where}: utterance {utt} also said by speaker {speakers[utt]}"
                 )
                 continue
             speakers[utt] = line.key
-    return speakers, problems
+    refused = {utt for line in table.refused.values() for utt in line.value.split()}
+    return speakers, refused, table.problems
 
 
 @dataclass(frozen=True)
@@ -177,26 +202,29 @@ class Segment:
     end: float  # -1: the end of the file
 
 
-def read_segments(path: Path) -> tuple[dict[str, tuple[Line, Segment]], list[str]]:
-    """{utterance: (its line, its segment)} of a segments file, and the malformed lines."""
-    lines, problems = read_kaldi_table(path)
+def read_segments(path: Path) -> tuple[dict[str, tuple[Line, Segment]], Table]:
+    """{utterance: (its line, its segment)} of a segments file, and the file as read: its
+    refused lines (not UTF-8, malformed, bad times) reported among its problems."""
+    table = read_kaldi_table(path)
     segments = {}
-    for key, line in lines.items():
+    for key, line in table.lines.items():
         fields = line.value.split()
         try:
             if len(fields) != 3:
                 raise ValueError
             recording, start, end = fields[0], float(fields[1]), float(fields[2])
         except ValueError:
-            problems.append(
+            table.problems.append(
                 f"{line.where}: expected UTTERANCE RECORDING START END, got {key} {line.value!r}"
             )
+            table.refused[key] = line
             continue
         if start < 0 or (end != -1 and end <= start):
-            problems.append(f"{line.where}: utterance {key}: bad times {start} to {end}")
+            table.problems.append(f"{line.where}: utterance {key}: bad times {start} to {end}")
+            table.refused[key] = line
             continue
         segments[key] = (line, Segment(recording, start, end))
-    return segments, problems
+    return segments, table
 
 
 def segment_within(line: Line, seg: Segment, duration: float) -> tuple[float, str | None]:
@@ -213,45 +241,65 @@ def segment_within(line: Line, seg: Segment, duration: float) -> tuple[float, st
 
 @dataclass
 class KaldiDir:
-    """The tables of a Kaldi data directory, read and cross-checked."""
+    """The tables of a Kaldi data directory, read and cross-checked. Each fault is reported
+    once: a line refused in one table (and already reported) makes no second report where
+    another table looks its key up."""
 
     texts: dict[str, Line]
     recordings: dict[str, Recording]
     segments: dict[str, tuple[Line, Segment]] | None  # None: no segments file
     speakers: dict[str, str] | None  # None: neither utt2spk nor spk2utt
     problems: list[str]
+    # the keys of refused lines, by table: "wav.scp" and "text" by their keys, "segments" and
+    # "speakers" by utterance
+    refused: dict[str, set[str]]
+    named: set[str]  # the recordings some text (or segments) line names, refused ones too
 
     @classmethod
     def read(cls, data: Path, roots: list[Path]) -> KaldiDir:
         for name in ("wav.scp", "text"):
             if not (data / name).is_file():
                 raise ImporterError(f"{data}: no {name}; expected a Kaldi data directory")
-        wav_scp, problems = read_kaldi_table(data / "wav.scp")
-        texts, more = read_kaldi_table(data / "text")
+        wav_scp = read_kaldi_table(data / "wav.scp")
+        texts = read_kaldi_table(data / "text")
+        problems = wav_scp.problems + texts.problems
+        speakers, silent, more = speakers_of(data)
         problems += more
-        speakers, more = speakers_of(data)
-        problems += more
+        refused = {
+            "wav.scp": set(wav_scp.refused),
+            "text": set(texts.refused),
+            "speakers": silent,
+            "segments": set(),
+        }
         segments = None
+        named = set(texts.lines) | set(texts.refused)
         if (data / "segments").is_file():
-            segments, more = read_segments(data / "segments")
-            problems += more
-        recordings = resolve_recordings(wav_scp, roots)
-        return cls(texts, recordings, segments, speakers, problems)
+            segments, table = read_segments(data / "segments")
+            problems += table.problems
+            refused["segments"] = set(table.refused)
+            named = {seg.recording for _, seg in segments.values()}
+            named |= {line.value.split()[0] for line in table.refused.values() if line.value}
+        recordings = resolve_recordings(wav_scp.lines, roots)
+        return cls(texts.lines, recordings, segments, speakers, problems, refused, named)
 
     def entry(self, utt: str, line: Line) -> Entry | str | None:
-        """The utterance of a `text` line, or the problem with it; None when its recording is
-        unusable (that recording's line is reported)."""
+        """The utterance of a `text` line, or the problem with it; None when the problem is
+        already reported (its recording is unusable, a line it needs was refused)."""
         text = " ".join(line.value.split())
         if not text:
             return f"{line.where}: utterance {utt} has an empty transcript"
         seg_line, seg = None, None
         if self.segments is not None:
             if utt not in self.segments:
+                if utt in self.refused["segments"]:
+                    return None
                 return f"{line.where}: utterance {utt} has no line in segments"
             seg_line, seg = self.segments[utt]
         rec_key = utt if seg is None else seg.recording
         rec = self.recordings.get(rec_key)
         if rec is None:
+            if rec_key in self.refused["wav.scp"]:
+                return None
             where = (seg_line or line).where
             return f"{where}: utterance {utt}: recording {rec_key} is not in wav.scp"
         rec.utterances += 1
@@ -261,6 +309,8 @@ class KaldiDir:
         if self.speakers is not None:
             speaker = self.speakers.get(utt)
             if speaker is None:
+                if utt in self.refused["speakers"]:
+                    return None
                 return f"{line.where}: utterance {utt} has no speaker in utt2spk/spk2utt"
         if seg is None:
             return Entry(Utterance(str(rec.path), rec.duration, text), speaker)
@@ -270,17 +320,17 @@ class KaldiDir:
         return Entry(Utterance(str(rec.path), end - seg.start, text, offset=seg.start), speaker)
 
     def leftovers(self) -> list[str]:
-        """Unusable recordings, recordings no utterance uses, segments without text."""
+        """Unusable recordings, recordings no line names, segments without text."""
         problems = []
         for key, rec in self.recordings.items():
             if rec.problem is not None:
-                lost = f" [{rec.utterances} utterance(s) lost]" if rec.utterances else ""
+                lost = f" [{count(rec.utterances, 'utterance')} lost]" if rec.utterances else ""
                 problems.append(rec.problem + lost)
-            elif rec.utterances == 0:
+            elif key not in self.named:
                 where = "text" if self.segments is None else "segments"
                 problems.append(f"{rec.line.where}: recording {key} has no utterance in {where}")
         for utt, (line, _) in (self.segments or {}).items():
-            if utt not in self.texts:
+            if utt not in self.texts and utt not in self.refused["text"]:
                 problems.append(f"{line.where}: utterance {utt} has no line in text")
         return problems
 

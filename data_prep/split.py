@@ -18,6 +18,7 @@ list of problems, one line each naming the file and line; `write_split` does the
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,42 @@ class SplitConfig:
                 f"--dev-fraction {self.dev_fraction} + --test-fraction {self.test_fraction} "
                 "leaves nothing to train on: their sum must be below 1"
             )
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and the noun, in the plural unless `n` is 1 (`plural`: an irregular one).
+
+    >>> count(1, "speaker"), count(3, "speaker"), count(0, "entry", "entries")
+    ('1 speaker', '3 speakers', '0 entries')
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def read_table_text(path: Path) -> str:
+    """The text of a table file (UTF-8, a leading byte-order mark dropped), each byte that is not
+    UTF-8 kept as a lone surrogate so that only the lines holding one are lost (`not_utf8`
+    finds them); ImporterError naming the file when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8-sig", errors="surrogateescape")
+    except OSError as err:
+        raise ImporterError(f"{path}: cannot read ({err.strerror})") from None
+
+
+# What errors="surrogateescape" makes of a byte that is not UTF-8: U+DC80 to U+DCFF.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def not_utf8(text: str) -> str | None:
+    r"""Where the first byte that is not UTF-8 lies in `text` (from `read_table_text`), as
+    "byte 0xE9 at character 7"; None when there is none.
+
+    >>> not_utf8(b"caf\xe9".decode("utf-8", "surrogateescape")), not_utf8("café")
+    ('byte 0xE9 at character 4', None)
+    """
+    found = _ESCAPED_BYTE.search(text)
+    if found is None:
+        return None
+    return f"byte 0x{ord(found.group()) - 0xDC00:02X} at character {found.start() + 1}"
 
 
 def fraction(text: str) -> float:
@@ -132,9 +169,9 @@ def split_entries(entries: Sequence[Entry], config: SplitConfig) -> dict[str, li
     n_test = held_out_count(config.test_fraction, len(keys))
     n_dev = held_out_count(config.dev_fraction, len(keys))
     if n_test + n_dev >= len(keys):
-        unit = "speakers" if by_speaker else "utterances"
+        unit = count(len(keys), "speaker" if by_speaker else "utterance")
         raise ImporterError(
-            f"{len(keys)} {unit}: dev takes {n_dev} and test {n_test}, leaving none to train on; "
+            f"{unit}: dev takes {n_dev} and test {n_test}, leaving none to train on; "
             "lower --dev-fraction / --test-fraction (0 holds out none) or add data"
         )
     chosen = {"test": keys[:n_test], "dev": keys[n_test : n_test + n_dev]}
@@ -184,8 +221,8 @@ def write_split(
     if problems:
         counts = ", ".join(f"{len(parts[n])} {n}" for n in manifests)
         summary = (
-            f"{source}: {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} skipped; "
-            f"the manifests in {out_dir} hold the {len(entries)} good utterances ({counts})"
+            f"{source}: {count(len(problems), 'entry', 'entries')} skipped; the manifests in "
+            f"{out_dir} hold the {count(len(entries), 'good utterance')} ({counts})"
         )
         raise SkippedEntries(_report(summary, tail), problems, manifests)
     return manifests

@@ -284,6 +284,18 @@ def test_split_that_leaves_train_empty_is_an_error_and_writes_nothing(tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+def test_split_of_one_speaker_says_speaker(tmp_path: Path):
+    src = tmp_path / "recordings"
+    for name in ("a", "b"):
+        write_audio(src / "s1" / f"{name}.wav", 0.5).with_suffix(".txt").write_text("hi")
+    with pytest.raises(ImporterError) as excinfo:
+        prepare_folder(src, tmp_path / "out", speaker_folders=True)
+    assert str(excinfo.value) == (
+        f"{src}: 1 speaker: dev takes 1 and test 1, leaving none to train on; lower "
+        "--dev-fraction / --test-fraction (0 holds out none) or add data"
+    )
+
+
 # --- CSV / TSV ---------------------------------------------------------------------------
 
 
@@ -539,10 +551,10 @@ def test_kaldi_pipes_and_archive_offsets_are_refused_with_the_fix(tmp_path: Path
         f"{scp}:2: recording utt1 is a command (sox audio/rec1.flac -t wav - |), not a file: "
         "write its output to one, e.g. `sox audio/rec1.flac -t wav - > wav/utt1.wav` or "
         "`wav-copy 'sox audio/rec1.flac -t wav - |' wav/utt1.wav`, and list that file in "
-        "wav.scp [1 utterance(s) lost]",
+        "wav.scp [1 utterance lost]",
         f"{scp}:3: recording utt2 is at a byte offset in an archive (/data/raw.ark:1234), not a "
         "file: write it out with Kaldi's `wav-copy /data/raw.ark:1234 wav/utt2.wav` and list "
-        "that file in wav.scp [1 utterance(s) lost]",
+        "that file in wav.scp [1 utterance lost]",
     ]
     message = str(excinfo.value)
     assert message.splitlines()[-1].startswith("to write every recording as a file: ")
@@ -579,18 +591,64 @@ def test_kaldi_bad_entries_named_by_file_and_line(tmp_path: Path):
         (f"{seg}:5", "utterance cid-B-000: bad times 1.0 to 0.5"),
         (f"{seg}:7", f"cid-B-001 again (first on {seg}:6)"),
         (f"{seg}:8", "utterance extra has no line in text"),
-        # the text lines of the two segments lines that were refused, and of an unknown one
-        (f"{text}:3", "utterance bob-A-000 has no line in segments"),
-        (f"{text}:5", "utterance cid-B-000 has no line in segments"),
+        # the text lines of refused segments lines are not reported again; an unknown one is
         (f"{text}:7", "utterance ghost has no line in segments"),
         (f"{text}:8", "utterance empty has an empty transcript"),
     ]:
         assert sum(p.startswith(f"{where}: ") and cause in p for p in problems) == 1, where
-    assert len(problems) == 10
+    assert len(problems) == 8
     assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == [
         "words of ann-A-000",
         "words of cid-B-001",
     ]
+
+
+@pytest.mark.parametrize("with_segments", [False, True])
+def test_kaldi_empty_or_missing_transcript_is_reported_once(tmp_path: Path, with_segments: bool):
+    data = kaldi_recipe(tmp_path)
+    if with_segments:  # each utterance the whole of the recording of the same name
+        (data / "segments").write_text("".join(f"utt{i} utt{i} 0 -1\n" for i in range(3)))
+    (data / "text").write_text("utt0 HELLO THERE\nutt1\n", encoding="utf-8")  # utt2: no line
+
+    with pytest.raises(SkippedEntries) as excinfo:
+        prepare_kaldi(data, tmp_path / "out", **NO_SPLIT)
+
+    missing = (
+        f"{data / 'segments'}:3: utterance utt2 has no line in text"
+        if with_segments
+        else f"{data / 'wav.scp'}:3: recording utt2 has no utterance in text"
+    )
+    assert skipped(excinfo) == [
+        f"{data / 'text'}:2: utterance utt1 has an empty transcript",
+        missing,
+    ]
+    out = tmp_path / "out"
+    assert str(excinfo.value).splitlines()[0] == (
+        f"{data}: 2 entries skipped; the manifests in {out} hold the 1 good utterance (1 train)"
+    )
+    assert [r["text"] for r in rows(out / "train.jsonl")] == ["HELLO THERE"]
+
+
+def test_kaldi_lines_not_utf8_are_named_once_and_the_rest_used(tmp_path: Path):
+    data = kaldi_recipe(tmp_path)
+    write_audio(tmp_path / "s5" / "audio" / "rec3.wav", 0.5)
+    (data / "wav.scp").write_bytes(
+        b"utt0 audio/rec0.wav\nutt1 audio/rec1.wav\nutt2 audio/r\xe9c2.wav\nutt3 audio/rec3.wav\n"
+    )
+    (data / "text").write_bytes(b"utt0 HELLO\nutt1 CAF\xc9 NOIR\nutt2 BYE\nutt3 LAST\n")
+    (data / "utt2spk").write_bytes(b"utt0 ann\nutt1 bob\nutt2 cid\nutt3 j\xf6rg\n")
+
+    with pytest.raises(SkippedEntries) as excinfo:
+        prepare_kaldi(data, tmp_path / "out", **NO_SPLIT)
+
+    # one line per bad line: neither the recording nor the utterance it leaves without a
+    # partner in another table is reported again
+    assert skipped(excinfo) == [
+        f"{data / 'wav.scp'}:3: not UTF-8 text (byte 0xE9 at character 13)",
+        f"{data / 'text'}:2: not UTF-8 text (byte 0xC9 at character 9)",
+        f"{data / 'utt2spk'}:4: not UTF-8 text (byte 0xF6 at character 7)",
+    ]
+    assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == ["HELLO"]
 
 
 def test_kaldi_missing_file_and_unused_recording(tmp_path: Path):
@@ -604,7 +662,7 @@ def test_kaldi_missing_file_and_unused_recording(tmp_path: Path):
     problems = skipped(excinfo)
     assert len(problems) == 2
     assert problems[0].startswith(f"{data / 'wav.scp'}:4: no audio file audio/nothing.wav")
-    assert problems[0].endswith("[1 utterance(s) lost]")
+    assert problems[0].endswith("[1 utterance lost]")
     assert problems[1] == f"{data / 'wav.scp'}:5: recording utt4 has no utterance in text"
 
 
@@ -617,7 +675,7 @@ def test_kaldi_names_a_recording_with_nan_samples_and_its_lost_utterances(tmp_pa
 
     # A whole recording is refused: its three segments are counted as lost, not each named.
     assert skipped(excinfo) == [
-        f"{data / 'wav.scp'}:1: {bad}: {NON_FINITE} 3.00 s [3 utterance(s) lost]"
+        f"{data / 'wav.scp'}:1: {bad}: {NON_FINITE} 3.00 s [3 utterances lost]"
     ]
     kept = [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")]
     assert kept == ["words of bob-B-000", "words of cid-B-000", "words of cid-B-001"]
