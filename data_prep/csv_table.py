@@ -1,34 +1,49 @@
-"""A table of the user's own recordings: `asr prepare csv --source FILE --path-column C
---text-column C --out-dir OUT`.
+"""A table of the user's own recordings: `asr prepare csv --source FILE --out-dir OUT
+[--path-column C] [--text-column C]`.
 
 FILE is CSV or TSV with a header row naming its columns: a `.tsv` or `.tab` file is split at
 tabs with no quoting (as Common Voice writes it: a `"` in a sentence is just a character), a
 `.csv` file at commas with the usual double-quote quoting, and any other is sniffed (comma,
 tab, semicolon or bar). UTF-8, an Excel byte-order mark allowed. The path column holds the
 audio files, relative to FILE's folder or absolute; the text column their transcripts (kept
-as written, runs of spaces made one; training normalises it). With `--speaker-column` the split
-is by speaker, else by utterance (see `data_prep/split.py`). Durations come from the audio
-headers, and every sample is read once (block by block) to refuse NaN or infinite ones; paths
-in the manifests are absolute.
+as written, runs of spaces made one; training normalises it). Without `--path-column` the
+path column is the one header name of `PATH_COLUMNS` (any case), without `--text-column` the
+text column the one of `TEXT_COLUMNS`; the choice is printed, and none or two such names is an
+error listing the header. With `--speaker-column` the split is by speaker, else by utterance
+(see `data_prep/split.py`). Durations come from the audio headers, and every sample is read
+once (block by block) to refuse NaN or infinite ones; paths in the manifests are absolute.
 
-A row that cannot be used (wrong number of fields, an empty path or text, a missing or
-unreadable file, a file listed twice) is one line naming FILE and its line number; the other
-rows are written, and the command then exits with status 1 listing them all.
+A row that cannot be used (wrong number of fields, an empty path or text, one that is not
+UTF-8, a missing or unreadable file, a file listed twice) is one line naming FILE and its line
+number; the other rows are written, and the command then exits with status 1 listing them all.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import shlex
+import sys
 from pathlib import Path
 
 from asr.audio import AudioError, audio_duration, check_samples
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
-from data_prep.split import SPLIT_OPTIONS, Entry, ImporterError, SplitConfig, write_split
+from data_prep.split import (
+    SPLIT_OPTIONS,
+    Entry,
+    ImporterError,
+    SplitConfig,
+    not_utf8,
+    read_table_text,
+    write_split,
+)
 
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",\t;|"
+# The header names taken for the path and text columns when no flag names them (any case).
+PATH_COLUMNS = ("path", "audio", "audio_filepath", "file")
+TEXT_COLUMNS = ("text", "sentence", "transcript")
 
 
 def table_dialect(path: Path, head: str) -> type[csv.Dialect] | csv.Dialect:
@@ -61,13 +76,9 @@ class _Tsv(csv.Dialect):
 
 
 def read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header and the (line number, fields) of every non-blank row of the table."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ImporterError(f"{path}: not UTF-8 text") from None
-    except OSError as err:
-        raise ImporterError(f"{path}: cannot read ({err.strerror})") from None
+    """The header and the (line number, fields) of every non-blank row of the table; a byte
+    that is not UTF-8 stays in its field as `read_table_text` keeps it."""
+    text = read_table_text(path)
     # newline="": line ends inside quoted fields reach the reader as written (csv's rule).
     reader = csv.reader(io.StringIO(text, newline=""), table_dialect(path, text[:SNIFF_BYTES]))
     rows, start = [], 1
@@ -93,6 +104,34 @@ def column_index(path: Path, header: list[str], flag: str, name: str) -> int:
     raise ImporterError(f"{path}:1: {flag} {name!r}: no such column; the header has {have}")
 
 
+def one_of(names: tuple[str, ...]) -> str:
+    """`names` as a list in words.
+
+    >>> one_of(("text", "sentence", "transcript"))
+    'text, sentence or transcript'
+    """
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def column_by_name(path: Path, header: list[str], flag: str, names: tuple[str, ...]) -> int:
+    """Where the one column of the header named like one of `names` (any case) is;
+    ImporterError listing the header when there is none or more than one."""
+    found = [i for i, h in enumerate(header) if h.lower() in names]
+    if len(found) == 1:
+        return found[0]
+    have = ", ".join(repr(h) for h in header)
+    if not found:
+        raise ImporterError(
+            f"{path}:1: no column named {one_of(names)}: name one with {flag}; the header has "
+            f"{have}"
+        )
+    both = " and ".join(repr(header[i]) for i in found)
+    raise ImporterError(
+        f"{path}:1: columns {both} could both be meant: choose one with {flag}; the header "
+        f"has {have}"
+    )
+
+
 def prepare_csv_table(
     source: Path,
     out_dir: Path,
@@ -107,14 +146,22 @@ def prepare_csv_table(
 
     SkippedEntries after writing when some rows could not be used."""
     config = SplitConfig(dev_fraction, test_fraction, seed)
-    if path_column is None or text_column is None:
-        raise ImporterError("csv needs --path-column and --text-column (names in the header)")
     table = Path(source).resolve()
     if not table.is_file():
         raise ImporterError(f"{source}: no such file")
     header, rows = read_table(table)
-    columns = {"path": column_index(table, header, "--path-column", path_column)}
-    columns["text"] = column_index(table, header, "--text-column", text_column)
+    columns, chosen = {}, []
+    for key, flag, given, names in [
+        ("path", "--path-column", path_column, PATH_COLUMNS),
+        ("text", "--text-column", text_column, TEXT_COLUMNS),
+    ]:
+        if given is not None:
+            columns[key] = column_index(table, header, flag, given)
+        else:
+            columns[key] = column_by_name(table, header, flag, names)
+            chosen.append(f"{flag} {shlex.quote(header[columns[key]])}")
+    if chosen:
+        print(f"{table}: chose {' '.join(chosen)} from the header", file=sys.stderr)
     if speaker_column is not None:
         columns["speaker"] = column_index(table, header, "--speaker-column", speaker_column)
     entries, problems = [], []
@@ -123,6 +170,12 @@ def prepare_csv_table(
         where = f"{table}:{number}"
         if len(fields) != len(header):
             problems.append(f"{where}: {len(fields)} fields, the header has {len(header)}")
+            continue
+        bad = [
+            f"{b} of column {header[i]!r}" for i in columns.values() if (b := not_utf8(fields[i]))
+        ]
+        if bad:
+            problems.append(f"{where}: not UTF-8 text ({bad[0]})")
             continue
         value = {key: fields[i].strip() for key, i in columns.items()}
         empty = [header[columns[k]] for k in columns if not value[k]]
@@ -153,8 +206,17 @@ DATASET = Dataset(
     summary="your own recordings: a CSV or TSV table of audio paths and transcripts",
     prepare=prepare_csv_table,
     options=(
-        Option("path_column", "the column of audio paths (relative to the table)", metavar="C"),
-        Option("text_column", "the column of transcripts", metavar="C"),
+        Option(
+            "path_column",
+            "the column of audio paths, relative to the table (default: the one column named "
+            f"{one_of(PATH_COLUMNS)})",
+            metavar="C",
+        ),
+        Option(
+            "text_column",
+            f"the column of transcripts (default: the one column named {one_of(TEXT_COLUMNS)})",
+            metavar="C",
+        ),
         Option("speaker_column", "a column naming the speaker: split by speaker", metavar="C"),
         *SPLIT_OPTIONS,
     ),

@@ -431,6 +431,73 @@ def test_csv_unknown_column_names_the_header(tmp_path: Path):
         prepare_csv_table(table, tmp_path / "out", "path", "text")
 
 
+def test_csv_path_and_text_columns_found_by_name(tmp_path: Path, capsys: pytest.CaptureFixture):
+    write_audio(tmp_path / "a.wav", 0.5)
+    table = tmp_path / "list.csv"
+    table.write_text("id,Audio,transcript\n1,a.wav,hello\n", encoding="utf-8")
+    out = tmp_path / "out"
+
+    argv = ["prepare", "csv", "--source", str(table), "--out-dir", str(out)]
+    assert main([*argv, "--dev-fraction", "0", "--test-fraction", "0"]) == 0
+    chose = f"{table}: chose --path-column Audio --text-column transcript from the header"
+    assert chose in capsys.readouterr().err.splitlines()
+    assert rows(out / "train.jsonl") == [
+        {"audio_filepath": str(tmp_path / "a.wav"), "duration": 0.5, "text": "hello"}
+    ]
+    # a column given by its flag is not printed
+    with pytest.raises(ImporterError, match="no usable utterance"):  # "1" is no audio file
+        prepare_csv_table(table, out, path_column="id", **NO_SPLIT)
+    assert capsys.readouterr().err == (f"{table}: chose --text-column transcript from the header\n")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (
+            "path,File,text",
+            "columns 'path' and 'File' could both be meant: choose one with --path-column; "
+            "the header has 'path', 'File', 'text'",
+        ),
+        (
+            "wav,words",
+            "no column named path, audio, audio_filepath or file: name one with --path-column; "
+            "the header has 'wav', 'words'",
+        ),
+        (
+            "audio_filepath,words",
+            "no column named text, sentence or transcript: name one with --text-column; "
+            "the header has 'audio_filepath', 'words'",
+        ),
+    ],
+)
+def test_csv_columns_not_found_by_name_list_the_header(tmp_path: Path, header: str, message: str):
+    table = tmp_path / "list.csv"
+    table.write_text(header + "\nx.wav,hi,there\n", encoding="utf-8")
+    with pytest.raises(ImporterError) as excinfo:
+        prepare_csv_table(table, tmp_path / "out")
+    assert str(excinfo.value) == f"{table}:1: {message}"
+
+
+def test_csv_rows_not_utf8_are_named_and_the_rest_used(tmp_path: Path):
+    for name in ("a", "b", "c"):
+        write_audio(tmp_path / f"{name}.wav", 0.5)
+    table = tmp_path / "list.csv"
+    table.write_bytes(
+        b"path,text,note\n"
+        b"a.wav,caf\xe9 noir,\n"
+        b"b.wav,fine,d\xe9j\xe0 vu\n"  # in a column not used: the row is good
+        b"c.wav,also fine,\n"
+    )
+
+    with pytest.raises(SkippedEntries) as excinfo:
+        prepare_csv_table(table, tmp_path / "out", **NO_SPLIT)
+
+    assert skipped(excinfo) == [
+        f"{table}:2: not UTF-8 text (byte 0xE9 at character 4 of column 'text')"
+    ]
+    assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == ["fine", "also fine"]
+
+
 # --- Kaldi data directories --------------------------------------------------------------
 
 
