@@ -7,28 +7,34 @@ DEMO_DIR ?= exp/synth-demo
 
 .PHONY: install install-synth demo demo-fsdd demo-yesno test lint clean
 
+# apt_install PACKAGES,PURPOSE: as root on Debian/Ubuntu, install the Debian PACKAGES unless all
+# are there; otherwise (or when apt-get fails) say what PURPOSE needs. Never fails.
+apt_install = if dpkg -s $(1) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && apt-get install -y -qq $(1); } || \
+		echo "warning: apt-get could not install $(1) (for $(2))"; \
+	else echo "note: for $(2), install the Debian/Ubuntu packages $(1) as root"; fi
+
+# The toolkit with its test and development extras; then, as root on Debian/Ubuntu, what
+# building KenLM for the language-model stages needs (cmake, make, g++, the Boost and zlib
+# headers: asr.lm.KENLM_DEBS; Debian has no KenLM package).
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[dev]"
+	@debs="$$($(BIN)/python -c 'from asr.lm import KENLM_DEBS; print(*KENLM_DEBS)')" && \
+		$(call apt_install,$$debs,building KenLM (asr lm))
 	touch $@
 
 # Speech engines: piper from PyPI; flite and espeak-ng from Debian's packages when we are root
-# on Debian/Ubuntu (otherwise the recipe goes on with the engines that are there). Also the
-# Boost and zlib headers that building KenLM for `asr lm` needs (Debian has no KenLM package).
-KENLM_DEBS := libboost-program-options-dev libboost-system-dev libboost-thread-dev \
-	libboost-test-dev zlib1g-dev
+# on Debian/Ubuntu (otherwise the recipe goes on with the engines that are there).
 install-synth: $(VENV)/.installed-synth
 
 $(VENV)/.installed-synth: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev,synth]"
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		command -v flite >/dev/null && command -v espeak-ng >/dev/null && \
-		dpkg -s $(KENLM_DEBS) >/dev/null 2>&1 || \
-		{ apt-get update -qq && apt-get install -y -qq flite espeak-ng $(KENLM_DEBS); }; \
-	else echo "not root on Debian/Ubuntu: install flite, espeak-ng and $(KENLM_DEBS) yourself"; fi
+	@$(call apt_install,flite espeak-ng,the synthetic-speech recipe's voices)
 	touch $@
 
 # The main job: a multi-voice synthetic corpus, a BiGRU trained for at most 9 minutes, tested

@@ -44,12 +44,6 @@ KENLM_URL = (
     "f4e159cef39ea4ef2244b4aa32857d447d60a5d0ee269e1b1f8d3723c03e/kenlm-0.3.0.tar.gz"
 )
 KENLM_SHA256 = "c4628bb9fb63c8a6f9240035b8b037385cfc404cb72e933cf48878291edac1e8"
-# The Debian packages KenLM's CMakeLists.txt needs (Boost's program_options, system, thread
-# and unit_test_framework are all REQUIRED); zlib lets build_binary read .arpa.gz.
-KENLM_DEBS = (
-    "libboost-program-options-dev libboost-system-dev libboost-thread-dev "
-    "libboost-test-dev zlib1g-dev"
-)
 MIN_ORDER, MAX_ORDER = 2, 6  # build_binary refuses unigram models; KenLM's KENLM_MAX_ORDER
 # lmplz's sort buffers. Its default, 80% of the machine's memory, touches gigabytes even for a
 # ten-line text; 1G holds corpora of millions of words, and larger ones are sorted on disk.
@@ -57,6 +51,42 @@ LMPLZ_MEMORY = "1G"
 WORD_SEPARATOR = "|"  # between words in a character LM and at the end of every lexicon spelling
 UNITS = ("word", "char")
 LM_JSON = "lm.json"
+
+
+@dataclass(frozen=True)
+class BuildLibrary:
+    """A library that building KenLM needs, checked with the compiler cmake will use."""
+
+    name: str  # as a user knows it
+    header: str  # a header it installs, found with the compiler's own include path
+    library: str  # the linker's name: -l<library>
+    debian: str  # the Debian/Ubuntu package that installs header and library
+
+
+# KenLM's CMakeLists.txt REQUIRES these four Boost libraries; zlib lets build_binary read .arpa.gz.
+KENLM_LIBRARIES = (
+    BuildLibrary(
+        "Boost program_options",
+        "boost/program_options.hpp",
+        "boost_program_options",
+        "libboost-program-options-dev",
+    ),
+    BuildLibrary(
+        "Boost system", "boost/system/error_code.hpp", "boost_system", "libboost-system-dev"
+    ),
+    BuildLibrary("Boost thread", "boost/thread.hpp", "boost_thread", "libboost-thread-dev"),
+    BuildLibrary(
+        "Boost unit_test_framework",
+        "boost/test/unit_test.hpp",
+        "boost_unit_test_framework",
+        "libboost-test-dev",
+    ),
+    BuildLibrary("zlib", "zlib.h", "z", "zlib1g-dev"),
+)
+# The build's commands and their Debian/Ubuntu packages; "c++" stands for $CXX when set.
+KENLM_BUILD_COMMANDS = {"cmake": "cmake", "make": "make", "c++": "g++"}
+# Every Debian/Ubuntu package the KenLM build needs: `make install` installs them as root.
+KENLM_DEBS = (*KENLM_BUILD_COMMANDS.values(), *(lib.debian for lib in KENLM_LIBRARIES))
 
 
 class LMError(ValueError):
@@ -128,13 +158,76 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def kenlm_build_problems() -> list[str]:
+    """What building KenLM from source lacks: one line per kind (commands, libraries), each
+    naming what is missing and how to get it; [] when the build can start.
+
+    The libraries are looked for with the compiler cmake will use ($CXX, else c++): each
+    header through its preprocessor, each library through its linker.
+    """
+    compiler = shlex.split(os.environ.get("CXX") or "c++")
+    commands = {"cmake": ["cmake"], "make": ["make"], "c++": compiler}
+    missing = [name for name, cmd in commands.items() if not cmd or not shutil.which(cmd[0])]
+    problems = []
+    if missing:
+        shown = [" ".join(compiler) if name == "c++" else name for name in missing]
+        debs = " ".join(KENLM_BUILD_COMMANDS[name] for name in missing)
+        problems.append(
+            f"{', '.join(shown)} not found; install them (Debian: apt-get install {debs})"
+        )
+    if "c++" not in missing:
+        libraries = _missing_libraries(compiler)
+        if libraries:
+            names = ", ".join(lib.name for lib in libraries)
+            debs = " ".join(lib.debian for lib in libraries)
+            problems.append(
+                f"{names} not found (headers or libraries); install them "
+                f"(Debian: apt-get install {debs})"
+            )
+    return problems
+
+
+def _missing_libraries(compiler: list[str]) -> list[BuildLibrary]:
+    """The KENLM_LIBRARIES whose header the compiler cannot include or whose library it
+    cannot link; all of them are tried at once first, as they usually are all there."""
+    if _compiles(compiler, [lib.header for lib in KENLM_LIBRARIES]) and _links(
+        compiler, [lib.library for lib in KENLM_LIBRARIES]
+    ):
+        return []
+    return [
+        lib
+        for lib in KENLM_LIBRARIES
+        if not (_compiles(compiler, [lib.header]) and _links(compiler, [lib.library]))
+    ]
+
+
+def _compiles(compiler: list[str], headers: list[str]) -> bool:
+    """Whether the preprocessor finds every header."""
+    source = "".join(f"#include <{h}>\n" for h in headers)
+    return _run_compiler([*compiler, "-E", "-x", "c++", "-", "-o", os.devnull], source)
+
+
+def _links(compiler: list[str], libraries: list[str]) -> bool:
+    """Whether an empty program links against every library."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [*compiler, "-x", "c++", "-", "-o", str(Path(tmp, "a.out"))]
+        return _run_compiler([*cmd, *(f"-l{name}" for name in libraries)], "int main() {}\n")
+
+
+def _run_compiler(cmd: list[str], source: str) -> bool:
+    try:
+        done = subprocess.run(cmd, input=source, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def _build_kenlm(cache: Path, final: Path) -> None:
     """Download, unpack and compile lmplz and build_binary; only called under the lock."""
-    missing = [tool for tool in ("cmake", "make", "c++") if shutil.which(tool) is None]
-    if missing:
+    problems = kenlm_build_problems()
+    if problems:
         raise LMError(
-            f"cannot build KenLM: {', '.join(missing)} not found; "
-            "install them (Debian: apt-get install cmake build-essential)"
+            f"cannot build KenLM (lmplz, build_binary not on PATH): {'; '.join(problems)}"
         )
     for stale in cache.glob(f".kenlm-{KENLM_VERSION}.build-*"):  # left by a killed build
         shutil.rmtree(stale, ignore_errors=True)
@@ -173,9 +266,10 @@ def _run_build_step(cmd: list[str], log_file: IO[str], log: Path) -> None:
         return
     configuring = cmd[1] == "-S"
     if configuring and "boost" in done.stderr.lower():
+        debs = " ".join(lib.debian for lib in KENLM_LIBRARIES)
         raise LMError(
             f"cannot build KenLM: Boost not found (see {log}); "
-            f"install it (Debian: apt-get install {KENLM_DEBS})"
+            f"install it (Debian: apt-get install {debs})"
         )
     errors = [line.strip() for line in done.stderr.splitlines() if "error" in line.lower()]
     last = errors[0] if errors else _last_line(done.stderr)

@@ -86,10 +86,37 @@ parse_options() {
   data_dir=$exp_dir/data
 }
 
-# if run_stage N "title"; then ...; fi: true when N lies in [--stage, --stop-stage]; announces it.
+# stage_selected N: true when N lies in [--stage, --stop-stage].
+stage_selected() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# if run_stage N "title"; then ...; fi: true when stage N is selected; announces it.
 run_stage() {
-  [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1
+  stage_selected "$1" || return 1
   echo "== stage $1: $2"
+}
+
+# missing_for_stage N: after a check has named what is missing (on stderr), stop the recipe
+# before anything is trained.
+missing_for_stage() {
+  echo "${recipe_script#"$repo_root"/}: stage $1 needs what is named above: install it, then" \
+    "run the recipe again" >&2
+  exit 1
+}
+
+# check_lm_prerequisites N [WORD_LIST...]: when stage N (language models) is selected, make
+# sure now, before any training, that each `asr lm build --spell` WORD_LIST can be read and
+# that KenLM's lmplz and build_binary are there: on the PATH or in the cache, else built into
+# the cache (once per machine, a minute or two). Whatever is missing is named in one line with
+# how to get it, and the recipe stops.
+check_lm_prerequisites() {
+  local lm_stage=$1 words
+  shift
+  stage_selected "$lm_stage" || return 0
+  echo "== what stage $lm_stage (language models) needs: KenLM${*:+, the word list(s) $*}"
+  for words in "$@"; do
+    $asr lm words "$words" || missing_for_stage "$lm_stage"
+  done
+  $asr lm install-kenlm || missing_for_stage "$lm_stage"
 }
 
 # corpus_args NAME FOLDER [DIR]: sets the array corpus_args to the `asr prepare NAME` arguments

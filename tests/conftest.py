@@ -106,6 +106,24 @@ def tiny_recipe_model(epochs: int) -> list[str]:
     ]
 
 
+@pytest.fixture
+def cxx_without_boost(tmp_path: Path) -> Path:
+    """A C++ compiler for $CXX that fails, as one without Boost does, on any source or flag
+    naming Boost, and hands everything else to the real c++."""
+    path = tmp_path / "bin" / "cxx-without-boost"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n"
+        "source=$(cat)\n"
+        'case "$source $*" in\n'
+        '  *boost*) echo "fatal error: boost/thread.hpp: No such file" >&2; exit 1 ;;\n'
+        "esac\n"
+        'printf "%s\\n" "$source" | exec c++ "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
 @dataclass
 class ServedFiles:
     files: dict[str, bytes]  # URL path -> body

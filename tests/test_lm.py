@@ -6,6 +6,7 @@ import io
 import json
 import random
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import pytest
 
 from asr.files import file_sha256
 from asr.lm import (
+    KENLM_DEBS,
     ArpaModel,
     KenLMTools,
     LMError,
     build_lm,
+    kenlm_build_problems,
     kenlm_tools,
     load_lm_files,
     to_lm_units,
@@ -300,3 +303,20 @@ def test_asr_lm_build_refuses_a_missing_text_before_building_kenlm(tmp_path: Pat
     missing = tmp_path / "none.txt"
     assert main(["lm", "build", "--text", str(missing), "--out", str(tmp_path / "lm")]) == 1
     assert capsys.readouterr().err == f"asr: error: {missing}: no such file\n"
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_build_problems_name_each_missing_library_and_its_package(
+    cxx_without_boost: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CXX", str(cxx_without_boost))
+    boost = [d for d in KENLM_DEBS if d.startswith("libboost-")]
+    assert kenlm_build_problems() == [
+        "Boost program_options, Boost system, Boost thread, Boost unit_test_framework not found "
+        f"(headers or libraries); install them (Debian: apt-get install {' '.join(boost)})"
+    ]  # zlib, found, is not named
+
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    assert kenlm_build_problems() == [
+        "no-such-compiler not found; install them (Debian: apt-get install g++)"
+    ]

@@ -17,11 +17,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 parse_options "$@"
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  # lm-spell needs the CMU Pronouncing Dictionary of pocketsphinx (pip install -e ".[spell]"):
-  # fail now if it is missing, not after 30 minutes of training.
-  $asr lm words cmudict
-fi
+# lm-spell needs the CMU Pronouncing Dictionary of pocketsphinx (pip install -e ".[spell]").
+check_lm_prerequisites 2 cmudict
 
 if run_stage 0 "manifests (train, dev = 7 held-out training speakers, test) and words.txt"; then
   corpus_args an4 an4

@@ -18,6 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 recipe_option --language ""
 recipe_option --train-set train
 parse_options "$@"
+check_lm_prerequisites 2
 
 if run_stage 0 "manifests (train: $train_set; dev; test)"; then
   [ -n "$source_dir" ] || usage_error "--source is required: the Common Voice language folder \

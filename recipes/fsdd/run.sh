@@ -13,6 +13,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 recipe_option --split standard
 parse_options "$@"
+check_lm_prerequisites 2
 
 if run_stage 0 "manifests ($split split)"; then
   corpus_args fsdd free-spoken-digit-dataset-1.0.10

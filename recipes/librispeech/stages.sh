@@ -31,6 +31,7 @@ lm_label() { basename "$1"; }
 librispeech_stages() {
   local dataset=$1 folder=$2 part lm_dir sets=() first
   [[ $lm =~ ^(official|train|none)$ ]] || usage_error "--lm takes official, train or none"
+  [ "$lm" = none ] || check_lm_prerequisites 2  # --lm official needs KenLM's build_binary
   local partial=()
   [ "$allow_partial" = 1 ] && partial=(--allow-partial)
 

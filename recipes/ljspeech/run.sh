@@ -15,6 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 recipe_flag --allow-partial
 parse_options "$@"
+check_lm_prerequisites 2
 
 if run_stage 0 "manifests (train, dev, test: the fixed split)"; then
   corpus_args ljspeech LJSpeech-1.1

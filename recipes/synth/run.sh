@@ -20,6 +20,7 @@ recipe_flag --mix-fsdd
 parse_options "$@"
 [ -z "$source_dir" ] || usage_error "--source: this recipe makes its corpus (--fsdd DIR: FSDD)"
 fsdd_dir=$exp_dir/fsdd
+check_lm_prerequisites 2
 
 if run_stage 0 "synthesise connected digits; dev and test voices are never trained on"; then
   $asr prepare synth --out-dir "$data_dir" --num-train "$num_train" --num-dev "$num_eval" \

@@ -21,6 +21,12 @@ recipe_option --phones 39
 recipe_flag --allow-partial
 parse_options "$@"
 python=${PYTHON:-python3}
+if [ "$phones" != 39 ] && stage_selected 3 && ! "$python" -c "import asr, data_prep" 2> /dev/null
+then
+  usage_error "stage 3 scores --phones $phones on the 39 classes with $python (PYTHON), which \
+cannot import the toolkit: set PYTHON to the toolkit's python (make install: .venv/bin/python)"
+fi
+check_lm_prerequisites 2
 
 if run_stage 0 "manifests of $phones phones (dev: 50 TEST speakers; test: the core test set)"; then
   if [ -z "$source_dir" ]; then

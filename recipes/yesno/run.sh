@@ -14,6 +14,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 parse_options "$@"
+check_lm_prerequisites 2
 
 if run_stage 0 "manifests"; then
   corpus_args yesno yesno/waves_yesno
