@@ -34,6 +34,7 @@ from data_prep.split import (
     Entry,
     ImporterError,
     SplitConfig,
+    count,
     not_utf8,
     read_table_text,
     write_split,
@@ -169,7 +170,7 @@ def prepare_csv_table(
     for number, fields in rows:
         where = f"{table}:{number}"
         if len(fields) != len(header):
-            problems.append(f"{where}: {len(fields)} fields, the header has {len(header)}")
+            problems.append(f"{where}: {count(len(fields), 'field')}, the header has {len(header)}")
             continue
         bad = [
             f"{b} of column {header[i]!r}" for i in columns.values() if (b := not_utf8(fields[i]))

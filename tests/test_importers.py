@@ -389,7 +389,8 @@ def test_csv_bad_rows_named_by_file_and_line(tmp_path: Path):
         "b.wav,\n"  # 6
         "bad.wav,unreadable\n"  # 7
         "a.wav,again\n"  # 8
-        "b.wav,kept\n",  # 9
+        "b.wav,kept\n"  # 9
+        "lonely.wav\n",  # 10
         encoding="utf-8",
     )
 
@@ -403,7 +404,10 @@ def test_csv_bad_rows_named_by_file_and_line(tmp_path: Path):
         f"{table}:6: empty 'text'",
     ]
     assert problems[3].startswith(f"{table}:7: {tmp_path / 'bad.wav'}: cannot read audio header")
-    assert problems[4:] == [f"{table}:8: a.wav already listed on line 2"]
+    assert problems[4:] == [
+        f"{table}:8: a.wav already listed on line 2",
+        f"{table}:10: 1 field, the header has 2",
+    ]
     assert [r["text"] for r in rows(tmp_path / "out" / "train.jsonl")] == ["two lines", "kept"]
 
 
