@@ -33,7 +33,8 @@ URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"
 ARCHIVE_URL = f"{URL}/archive/refs/tags/v{VERSION}.tar.gz"
 FOLDER_NAME = f"free-spoken-digit-dataset-{VERSION}"
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
-DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+# The words of the digits 0-9: FSDD's transcripts, and the vocabulary of synth's digit strings.
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TAKES = 50
 NUM_RECORDINGS = len(SPEAKERS) * len(DIGIT_WORDS) * TAKES  # 3000
 SPLITS = ("train", "dev", "test")

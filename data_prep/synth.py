@@ -62,10 +62,10 @@ from asr.datasets import Dataset, Option
 from asr.files import atomic_write_text
 from asr.progress import progress_bar
 from asr.text import normalize_text
+from data_prep.fsdd import DIGIT_WORDS
 
 SPLITS = ("train", "dev", "test")
 FORMAT_VERSION = 1  # bump when the same settings would give different audio
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 # "(a|b)" marks alternatives; every combination is a command (56 in all).
 COMMAND_GRAMMAR = (

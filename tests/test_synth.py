@@ -16,10 +16,10 @@ from asr.cli import main as asr_main
 from asr.data import read_manifest
 from asr.text import normalize_text
 from data_prep import synth
+from data_prep.fsdd import DIGIT_WORDS
 from data_prep.synth import (
     ALL_VOICES,
     COMMANDS,
-    DIGIT_WORDS,
     EngineError,
     SynthConfig,
     SynthError,
