@@ -1,8 +1,9 @@
 """A corpus of good and bad audio files, written at test time, and an untrained checkpoint.
 
-`make_bad_audio(folder)` writes every case of issue 11's list and returns (good, bad): the
-files that must be read (8-bit, 24-bit, float PCM, 6 channels at 96 kHz, a FLAC named .wav)
-and {path: words the error line must hold} for those that must be named and left out.
+`make_bad_audio(folder)` writes every kind of bad file the toolkit must name and returns
+(good, bad): the files that must be read (8-bit, 24-bit, float PCM, 6 channels at 96 kHz, a
+FLAC named .wav) and {path: words the error line must hold} for those that must be named and
+left out.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def make_bad_audio(folder: Path) -> tuple[list[Path], dict[Path, str]]:
         (folder / name).write_bytes(data)
         bad[folder / name] = cause
 
-    put("zero_bytes.wav", b"", "cannot read audio")
+    put("zero_bytes.wav", b"", "empty file (0 bytes)")
     put("truncated_header.wav", _wav_header(len(pcm), RATE, 16)[:20], "cannot read audio")
     put("truncated_data.wav", _wav_header(len(pcm), RATE, 16) + pcm[: len(pcm) // 3], "truncated")
     put("not_audio.wav", b"This is a text file, not a recording.\n" * 20, "cannot read audio")

@@ -12,6 +12,7 @@ import torch
 from asr.audio import (
     SEGMENT_SLACK,
     AudioError,
+    audio_duration,
     load_audio,
     segment_duration,
     to_mono_resampled,
@@ -96,13 +97,23 @@ def test_empty_audio_is_named(tmp_path):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("content", ["this is a transcript, not audio\n", ""])
-def test_non_audio_file_is_named(tmp_path, content):
+def test_non_audio_file_is_named(tmp_path):
     path = tmp_path / "text.wav"
-    path.write_text(content)
+    path.write_text("this is a transcript, not audio\n")
     with pytest.raises(AudioError, match="cannot read audio") as err:
         load_audio(path, 16000)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["empty.wav", "empty.m4a", "empty.webm"])
+def test_a_zero_byte_file_is_an_empty_file(tmp_path, name):
+    """Not "Format not recognised": the file has no bytes at all, whatever its suffix."""
+    path = tmp_path / name
+    path.write_bytes(b"")
+    for read in (lambda: load_audio(path, 16000), lambda: audio_duration(path)):
+        with pytest.raises(AudioError) as err:
+            read()
+        assert str(err.value) == f"{path}: empty file (0 bytes)"
 
 
 def test_nan_samples_are_named(tmp_path):
