@@ -18,6 +18,7 @@ import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -49,6 +50,9 @@ class Hypothesis:
     text: str  # normalised words separated by single spaces
     token_ids: list[int]  # the tokenizer's ids for `text` (spaces included)
     score: float  # the decoder's total score (acoustic + weighted LM + word bonuses)
+    # (T,) the unit each frame of the utterance is read as on the decoder's path (model ids,
+    # blank 0): where the words of `text` were emitted (asr.align.path_word_timings)
+    path: list[int]
 
 
 def read_word_list(path: str | Path) -> list[str]:
@@ -197,8 +201,17 @@ class BeamSearchDecoder:
             emissions = torch.cat([emissions, separator], -1)
         if self._ends_with_separator:
             emissions, lengths = self._append_separator(emissions, lengths)
-        results = self._decoder(emissions.contiguous(), lengths)
-        return [self._distinct([self._hypothesis(h) for h in hyps]) for hyps in results]
+        emissions = emissions.contiguous()
+        hyps = []
+        for b in range(emissions.shape[0]):
+            # flashlight's own results carry the frame path, which torchaudio's hypotheses
+            # reduce to token start frames: (B, T, V) row b by address, as torchaudio does.
+            address = emissions.data_ptr() + emissions.element_size() * b * emissions.stride(0)
+            results = self._decoder.decoder.decode(address, int(lengths[b]), emissions.shape[2])
+            n = int(lengths[b]) - int(self._ends_with_separator)  # the model's own frames
+            found = [self._hypothesis(r, n) for r in results[: self.cfg.nbest]]
+            hyps.append(self._distinct(found))
+        return hyps
 
     def _append_separator(
         self, emissions: torch.Tensor, lengths: torch.Tensor
@@ -226,12 +239,18 @@ class BeamSearchDecoder:
                 out.append(h)
         return out
 
-    def _hypothesis(self, hyp) -> Hypothesis:
+    def _hypothesis(self, result, num_frames: int) -> Hypothesis:
+        """flashlight's result -> Hypothesis. Its `tokens` hold one unit per frame between a
+        start and an end entry (both the separator): (T + 2,)."""
+        frames = list(result.tokens)
+        # Our ids for our units (same order); the extra separator, read at blank frames or
+        # never emitted by the model, is a blank to the model.
+        vocab = self.tokenizer.vocab_size
+        path = [i if i < vocab else 0 for i in frames[1 : 1 + num_frames]]
         if self.lexicon_free:
-            # Token ids are ours (same order); the separator may sit at both ends.
-            ids = [i for i in hyp.tokens.tolist() if i < self.tokenizer.vocab_size]
+            ids = [i for i, _ in groupby(frames) if 0 < i < vocab]
             text = self.tokenizer.decode(ids)
         else:
-            text = " ".join(hyp.words)
+            text = " ".join(self._decoder.word_dict.get_entry(w) for w in result.words if w >= 0)
         text = " ".join(text.split())
-        return Hypothesis(text, self.tokenizer.encode(text), float(hyp.score))
+        return Hypothesis(text, self.tokenizer.encode(text), float(result.score), path)

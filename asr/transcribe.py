@@ -1,7 +1,8 @@
 """Inference: batched transcription of files, arrays and manifests with a trained checkpoint.
 
 Greedy CTC decoding by default; with a `BeamSearchDecoder`, beam search (lexicon and/or n-gram
-LM). Optionally word timestamps and confidences by forced alignment of the hypothesis.
+LM). Optionally word timestamps and confidences, read off the frame path that produced the
+words.
 
 A file longer than `long_seconds` is never loaded whole: a voice-activity pass reads it in
 blocks and cuts it at pauses into segments of at most `segmenter.max_seconds`
@@ -20,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from asr.align import WordTiming, word_timings
+from asr.align import WordTiming, path_word_timings
 from asr.audio import AudioError, audio_duration, load_audio, to_mono_resampled
-from asr.beam import BeamSearchDecoder
+from asr.beam import BeamSearchDecoder, Hypothesis
 from asr.checkpoint import load_checkpoint, recogniser_from_state
 from asr.data import BucketBatchSampler, Utterance, collate
 from asr.decode import ctc_greedy_decode
@@ -202,35 +203,46 @@ class Transcriber:
     def decode_log_probs(
         self, log_probs: torch.Tensor, lengths: torch.Tensor, timestamps: bool = False
     ) -> list[Recognition]:
-        """(B, T', V) log-probs, (B,) lengths -> B recognitions (words timed if asked)."""
+        """(B, T', V) log-probs, (B,) lengths -> B recognitions (words timed if asked).
+
+        Word times and confidences come from the frame path that produced the words: the
+        greedy path (each frame's best unit), or the beam search's best path.
+        """
         if self.decoder is None:
             # Spaces are tokens too: drop leading, trailing and doubled ones from the output.
             texts = [self.tokenizer.decode(ids) for ids in ctc_greedy_decode(log_probs, lengths)]
             out = [Recognition(" ".join(text.split())) for text in texts]
+            paths = log_probs.argmax(dim=-1).tolist() if timestamps else []  # (B, T')
         else:
-            out = [
-                Recognition(hyps[0].text, nbest=[(h.text, h.score) for h in hyps])
-                if hyps
-                else Recognition("", nbest=[])
-                for hyps in self.decoder.decode(log_probs, lengths)
-            ]
+            out, paths = [], []
+            for hyps in self.decoder.decode(log_probs, lengths):
+                best = hyps[0] if hyps else Hypothesis("", [], 0.0, [0] * log_probs.shape[1])
+                out.append(Recognition(best.text, nbest=[(h.text, h.score) for h in hyps]))
+                paths.append(best.path)
         if timestamps and not isinstance(self.tokenizer, CharTokenizer):
             for rec in out:
                 rec.error = "word timestamps need a model with character units (data.units=char)"
         elif timestamps:
-            space = self.tokenizer.tokens.index(" ") if " " in self.tokenizer.tokens else -1
             for b, rec in enumerate(out):
-                try:
-                    rec.words = word_timings(
-                        log_probs[b, : int(lengths[b])],
-                        self.tokenizer.encode(rec.text),
-                        space,
-                        self.frame_seconds,
-                        tokens=self.tokenizer.tokens,
-                    )
-                except ValueError as err:
-                    rec.error = f"cannot time the words of {rec.text!r} ({err})"
+                n = int(lengths[b])
+                self._time_words(rec, log_probs[b, :n], paths[b][:n])
         return out
+
+    def _time_words(self, rec: Recognition, log_probs: torch.Tensor, path: list[int]) -> None:
+        """Set `rec.words` from the frame path (T,) that produced `rec.text` and its log-probs
+        (T, V); `rec.error` when the path does not spell the text."""
+        space = self.tokenizer.tokens.index(" ") if " " in self.tokenizer.tokens else -1
+        words = path_word_timings(
+            log_probs, path, space, self.frame_seconds, tokens=self.tokenizer.tokens
+        )
+        spelt = [w.word for w in words]
+        if spelt == rec.text.split():
+            rec.words = words
+        else:
+            rec.error = (
+                f"cannot time the words of {rec.text!r}: the decoder's path spells "
+                f"{' '.join(spelt)!r}"
+            )
 
     def decode_batch(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list[str]:
         """(B, S) padded waveforms, (B,) lengths -> B transcripts."""

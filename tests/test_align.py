@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr.align import WordTiming, word_timings
+from asr.align import WordTiming, path_word_timings, word_timings
 from asr.text import CharTokenizer
 
 TOKENIZER = CharTokenizer(" abcdefghijklmnopqrstuvwxyz'")
@@ -153,3 +153,47 @@ def test_non_zero_blank_and_no_tokens():
         ("<0>", pytest.approx(FRAME), pytest.approx(2 * FRAME)),
         (f"<{b}>", pytest.approx(5 * FRAME), pytest.approx(6 * FRAME)),
     ]
+
+
+# --- path_word_timings: words where a decoder's frame path emitted them ---------------------
+
+
+def frame_path(frames: str) -> list[int]:
+    return [0 if c == "_" else TOKENIZER.encode(c.lower())[0] for c in frames]
+
+
+def test_path_words_are_timed_where_the_path_emits_them():
+    frames = "  __go__  _ _on___ "  # leading, doubled and trailing spaces
+    words = path_word_timings(
+        peaked_log_probs(frames), frame_path(frames), SPACE, FRAME, tokens=TOKENIZER.tokens
+    )
+    assert_within_one_frame(words, frames)
+    assert [(w.start, w.end) for w in words] == [
+        (pytest.approx(4 * FRAME), pytest.approx(6 * FRAME)),
+        (pytest.approx(13 * FRAME), pytest.approx(15 * FRAME)),
+    ]
+
+
+def test_path_repeats_held_and_split_by_a_blank():
+    frames = "_tt_oo_o_"  # "t" held for two frames, then two "o"s split by a blank
+    (word,) = path_word_timings(
+        peaked_log_probs(frames), frame_path(frames), SPACE, FRAME, tokens=TOKENIZER.tokens
+    )
+    assert (word.word, word.start, word.end) == (
+        "too",
+        pytest.approx(FRAME),
+        pytest.approx(8 * FRAME),
+    )
+
+
+def test_path_confidence_from_the_emitting_frames():
+    frames = "_sure_ _MAYBE_"
+    sure, maybe = path_word_timings(peaked_log_probs(frames), frame_path(frames), SPACE, FRAME)
+    assert sure.confidence == pytest.approx(0.9, abs=1e-4)
+    assert maybe.confidence == pytest.approx(0.1, abs=1e-4)
+    assert sure.word == "".join(f"<{i}>" for i in TOKENIZER.encode("sure"))
+
+
+def test_path_of_another_length_raises():
+    with pytest.raises(ValueError, match="path has 3 frames, log_probs 4"):
+        path_word_timings(peaked_log_probs("_ab_"), [0, 1, 0], SPACE, FRAME)

@@ -1,10 +1,21 @@
-"""Transcriber output text: the decoder's spaces are tidied, the ids are decoded exactly."""
+"""Transcriber: the decoder's spaces are tidied, the ids are decoded exactly; word times come
+from the path that produced the words; array layouts, sample rates and result order."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import srt
 import torch
+import webvtt
 from torch import nn
 
+from asr.beam import BeamConfig, BeamSearchDecoder
+from asr.subtitles import group_cues, to_json_record, to_srt, to_vtt
 from asr.text import CharTokenizer
 from asr.transcribe import Transcriber
 
@@ -97,3 +108,136 @@ def test_segments_of_one_file_match_the_same_audio_cut_into_files(tmp_path):
     assert result.failures == [
         f"{tmp_path / 'long.wav'}: segment 2.5-3.5 s lies past the end of the audio (3.000 s)"
     ]
+
+
+# --- word times from the path that produced the words ----------------------------------------
+
+LETTERS = CharTokenizer(" abcdefghijklmnopqrstuvwxyz'")
+SPACE = LETTERS.encode(" ")[0]
+HOP_MS, SUBSAMPLE = 10, 4  # 40 ms per output frame
+FRAME = HOP_MS / 1000 * SUBSAMPLE
+# A weak model's greedy path "    ct     t  t h" (leading and doubled spaces), one character a
+# frame ("_" = blank). Its space frames give the letters some probability and the blank almost
+# none, so an alignment of the tidied text "ct t t h" puts letters on space frames.
+WEAK = "    __ _ct__     _t_  t_ _h___"
+
+
+def weak_log_probs(frames: str) -> torch.Tensor:
+    """One frame per character ("_" = blank) -> (T, V) log-probs whose best unit is it."""
+    rows = []
+    for ch in frames:
+        row = torch.full((LETTERS.vocab_size,), 1e-3)
+        if ch == "_":
+            row[0] = 0.6
+        elif ch == " ":
+            row[SPACE], row[0] = 0.6, 0.002
+            row[LETTERS.encode("cth")] = 0.1
+        else:
+            row[LETTERS.encode(ch)[0]], row[0] = 0.5, 0.3
+        rows.append(row / row.sum())
+    return torch.stack(rows).log()
+
+
+def emitted_words(frames: str) -> list[tuple[str, float, float]]:
+    """(word, start, end) in seconds of each word of the frame string: from the first frame of
+    its first character to the end of the last frame of its last one."""
+    out, t = [], 0
+    for piece in frames.split(" "):
+        letters = [i for i, c in enumerate(piece) if c != "_"]
+        if letters:
+            word = "".join(c for i, c in enumerate(piece) if c != "_" and c != piece[i - 1 : i])
+            out.append((word, (t + letters[0]) * FRAME, (t + letters[-1] + 1) * FRAME))
+        t += len(piece) + 1
+    return out
+
+
+class FixedLogProbs(nn.Module):
+    """Stands in for a recogniser: the same (T, V) log-probs for every input, 40 ms frames."""
+
+    def __init__(self, log_probs: torch.Tensor, sample_rate: int = 16000):
+        super().__init__()
+        self.fixed = log_probs
+        self.features = SimpleNamespace(cfg=SimpleNamespace(sample_rate=sample_rate, hop_ms=HOP_MS))
+        self.acoustic = SimpleNamespace(cfg=SimpleNamespace(subsample=SUBSAMPLE))
+
+    def forward(self, wavs, wav_lens):
+        b, (t, _) = wavs.shape[0], self.fixed.shape
+        return self.fixed.expand(b, -1, -1).clone(), torch.full((b,), t)
+
+
+def timed_words(tmp_path, decoder: BeamSearchDecoder | None = None):
+    """transcribe_files(timestamps=True) of one file over the WEAK log-probs, as the CLI runs it."""
+    wav = tmp_path / "weak.wav"
+    sf.write(wav, np.zeros(8000, np.float32), 16000)
+    transcriber = Transcriber(FixedLogProbs(weak_log_probs(WEAK)), LETTERS, "cpu", decoder=decoder)
+    (result,) = transcriber.transcribe_files([wav], timestamps=True)
+    assert result.error is None
+    return result
+
+
+@pytest.mark.parametrize("beam", [False, True], ids=["greedy", "beam"])
+def test_word_times_are_where_the_path_emitted_the_words(tmp_path, beam):
+    decoder = None
+    if beam:  # its best path is the greedy one: each word of the lexicon as emitted
+        decoder = BeamSearchDecoder(LETTERS, BeamConfig(beam_size=8), words=["ct", "t", "h"])
+    result = timed_words(tmp_path, decoder)
+    truth = emitted_words(WEAK)
+    assert result.text == "ct t t h" == " ".join(w for w, _, _ in truth)
+    lp = weak_log_probs(WEAK)
+    for w, (word, start, end) in zip(result.words, truth, strict=True):
+        assert (w.word, w.start, w.end) == (word, pytest.approx(start), pytest.approx(end))
+        # each character's posterior at the frame that emitted it, geometric mean
+        frames = [round(start / FRAME) + i for i in range(len(word))]
+        chars = [lp[t, LETTERS.encode(c)[0]] for t, c in zip(frames, word, strict=True)]
+        assert w.confidence == pytest.approx(torch.stack(chars).mean().exp().item())
+    record = to_json_record(result.path, result.text, result.words)
+    assert [(w["start"], w["end"]) for w in record["words"]] == [
+        (round(start, 3), round(end, 3)) for _, start, end in truth
+    ]
+
+
+def test_subtitle_cues_follow_the_emitted_words(tmp_path):
+    result = timed_words(tmp_path)
+    ms = [
+        (word, round(start * 1000), round(end * 1000)) for word, start, end in emitted_words(WEAK)
+    ]
+    for max_chars, groups in [(42, [[0, 1, 2, 3]]), (4, [[0, 1], [2, 3]])]:
+        cues = group_cues(result.words, max_chars=max_chars)
+        expected = [(ms[g[0]][1], ms[g[-1]][2], " ".join(ms[i][0] for i in g)) for g in groups]
+        parsed = [
+            (s.start // timedelta(milliseconds=1), s.end // timedelta(milliseconds=1), s.content)
+            for s in srt.parse(to_srt(cues))
+        ]
+        assert parsed == expected
+        captions = webvtt.from_string(to_vtt(cues), strict=True).captions
+        assert [(vtt_ms(c.start), vtt_ms(c.end), c.text) for c in captions] == expected
+
+
+def vtt_ms(timestamp: str) -> int:
+    """HH:MM:SS.mmm -> milliseconds."""
+    h, m, s = timestamp.split(":")
+    return (int(h) * 3600 + int(m) * 60) * 1000 + round(float(s) * 1000)
+
+
+def test_beam_search_words_are_timed_on_its_own_path():
+    """A lexicon turns the greedy "onw" into "one": each word is timed where the beam's path
+    reads it, and the confidence of "one" carries the doubtful "e"."""
+    frames = " _ _on_w_ _ _t_wo_ _"
+    lp = weak_log_probs(frames)
+    lp[7, LETTERS.encode("e")[0]] = lp[7].max() - 0.5  # "e" a close second to "w"
+    transcriber = Transcriber(FixedLogProbs(lp), LETTERS, "cpu")
+    transcriber.decoder = BeamSearchDecoder(LETTERS, BeamConfig(beam_size=8), words=["one", "two"])
+    (rec,) = transcriber.recognise_batch(torch.zeros(1, 800), torch.tensor([800]), timestamps=True)
+    assert rec.text == "one two"
+    one, two = rec.words
+    assert (one.word, one.start, one.end) == (
+        "one",
+        pytest.approx(4 * FRAME),
+        pytest.approx(8 * FRAME),
+    )
+    assert (two.word, two.start, two.end) == (
+        "two",
+        pytest.approx(13 * FRAME),
+        pytest.approx(17 * FRAME),
+    )
+    assert one.confidence < two.confidence
