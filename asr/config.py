@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
 import yaml
 
 from asr.augment import WaveAugmentConfig
@@ -102,6 +105,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         items = [_coerce(v, args[0], where) for v in value]
         return tuple(items) if origin is tuple else items
+    if hint is str and value is None:  # `key=` or `key:` with nothing after it
+        return ""
     if hint is bool:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
@@ -130,9 +135,14 @@ def _apply(cfg: ExperimentConfig, section: str, key: str, value: Any, where: str
     setattr(sub, key, _coerce(value, hints[key], f"{where}: {section}.{key}"))
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Defaults <- YAML file (sections data/features/model/train/...) <- `section.key=value`."""
-    cfg = ExperimentConfig()
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    base: ExperimentConfig | None = None,
+) -> ExperimentConfig:
+    """Defaults (or `base`) <- YAML file (sections data/features/model/train/...) <-
+    `section.key=value`."""
+    cfg = base if base is not None else ExperimentConfig()
     if path is not None:
         path = Path(path)
         try:
@@ -181,6 +191,137 @@ def check_inter_ctc(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"train.inter_ctc_weight={tc.inter_ctc_weight}: must be between 0 and 1 (exclusive)"
         )
+
+
+# Settings for a first run on a corpus of up to so many hours of training audio, after the
+# recipes that train on corpora of each size (recipes/*/config.yaml): yesno, AN4 and FSDD,
+# Mini LibriSpeech, LibriSpeech. data.batch_seconds is at most the one given here.
+SIZED_SETTINGS: list[tuple[float, dict[str, dict[str, Any]]]] = [
+    (
+        0.25,
+        {
+            "data": {"batch_seconds": 20.0},
+            "model": {"subsample": 4, "conv_channels": 8, "hidden_size": 64, "num_layers": 1},
+            "train": {"epochs": 40, "lr": 1e-2, "warmup_steps": 10},
+        },
+    ),
+    (
+        2.0,
+        {
+            "data": {"batch_seconds": 40.0},
+            "model": {"subsample": 4, "hidden_size": 192, "dropout": 0.3},
+            "train": {"epochs": 60, "lr": 2e-3, "weight_decay": 0.1, "wave_augment": True},
+        },
+    ),
+    (
+        20.0,
+        {
+            "data": {"batch_seconds": 300.0},
+            "model": {"hidden_size": 512, "num_layers": 4},
+            "train": {"epochs": 40, "wave_augment": True, "average_last": 5},
+        },
+    ),
+    (
+        200.0,
+        {
+            "data": {"batch_seconds": 400.0},
+            "model": {"subsample": 4, "hidden_size": 768, "num_layers": 5},
+            "train": {"epochs": 25, "warmup_steps": 1000, "average_last": 5},
+        },
+    ),
+    (
+        math.inf,
+        {
+            "data": {"batch_seconds": 600.0},
+            "model": {"rnn_type": "lstm", "hidden_size": 1024, "num_layers": 5},
+            "train": {"epochs": 20, "warmup_steps": 1000, "average_last": 5},
+        },
+    ),
+]
+BATCHES_PER_EPOCH = 20  # a small corpus is cut into at least this many batches an epoch
+LOW_RATE_MELS = 40  # mel channels for audio below 16 kHz (8 kHz would leave filters empty)
+RATE_SAMPLE = 20  # training files whose headers give the sample rate
+
+
+@dataclass
+class CorpusSize:
+    """What `config_for_data` reads of a training manifest."""
+
+    utterances: int = 0
+    seconds: float = 0.0  # total duration
+    longest: float = 0.0  # seconds
+    sample_rate: int = 0  # the highest of the first RATE_SAMPLE readable files (0: none read)
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
+
+def corpus_size(manifest: Path) -> CorpusSize:
+    """Utterances, durations and sample rate of a manifest; lines without a usable duration
+    are passed over (training's validation names them)."""
+    size = CorpusSize()
+    folder = manifest.resolve().parent
+    with manifest.open(encoding="utf-8-sig") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                duration = float(row["duration"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not math.isfinite(duration) or duration <= 0:
+                continue
+            size.utterances += 1
+            size.seconds += duration
+            size.longest = max(size.longest, duration)
+            if size.utterances <= RATE_SAMPLE:
+                try:
+                    audio = folder / str(row["audio_filepath"])  # (an absolute path stays)
+                    size.sample_rate = max(size.sample_rate, sf.info(str(audio)).samplerate)
+                except (KeyError, RuntimeError, OSError):  # (sf.LibsndfileError: RuntimeError)
+                    pass
+    return size
+
+
+def config_for_data(folder: str | Path) -> tuple[ExperimentConfig, str]:
+    """A first config for the manifests `asr prepare` wrote in `folder`: train.jsonl, and
+    dev.jsonl when there (else data.dev_manifest stays unset), with the model, epochs, batch
+    size and features sized to the training audio (SIZED_SETTINGS). Returns it and one line
+    saying what was chosen and why. ConfigError when there is no train.jsonl."""
+    folder = Path(folder)
+    train_manifest, dev_manifest = folder / "train.jsonl", folder / "dev.jsonl"
+    if not train_manifest.is_file():
+        raise ConfigError(
+            f"{train_manifest}: no such manifest (`asr prepare folder|csv|kaldi SOURCE "
+            f"--out-dir {folder}` writes train.jsonl and dev.jsonl there)"
+        )
+    size = corpus_size(train_manifest)
+    if not size.utterances:
+        raise ConfigError(f"{train_manifest}: no utterance with a duration")
+    limit, settings = next((h, s) for h, s in SIZED_SETTINGS if size.hours < h)
+    cfg = ExperimentConfig()
+    cfg.data.train_manifest = str(train_manifest)
+    cfg.data.dev_manifest = str(dev_manifest) if dev_manifest.is_file() else ""
+    for section, values in settings.items():
+        for key, value in values.items():
+            _apply(cfg, section, key, value, "sized settings")
+    # at least BATCHES_PER_EPOCH batches, each at least as long as the longest utterance
+    cfg.data.batch_seconds = round(
+        min(cfg.data.batch_seconds, max(size.seconds / BATCHES_PER_EPOCH, size.longest)), 1
+    )
+    if 0 < size.sample_rate < cfg.features.sample_rate:
+        cfg.features.sample_rate, cfg.features.n_mels = size.sample_rate, LOW_RATE_MELS
+    m = cfg.model
+    under = f"under {limit:g} h" if math.isfinite(limit) else f"{SIZED_SETTINGS[-2][0]:g} h or more"
+    amount = f"{size.hours:.2f} h" if size.hours >= 1 else f"{size.seconds / 60:.1f} min"
+    note = (
+        f"{train_manifest}: {size.utterances} utterances, {amount}: settings for "
+        f"{under} of audio: {m.num_layers} x {m.hidden_size} {m.rnn_type.upper()}"
+        f" (subsample {m.subsample}), {cfg.train.epochs} epochs, lr {cfg.train.lr:g}, "
+        f"batches of {cfg.data.batch_seconds:g} s, {cfg.features.sample_rate} Hz "
+        f"{cfg.features.n_mels} mels (--config and section.key=value override any of them)"
+    )
+    return cfg, note
 
 
 def to_dict(cfg: ExperimentConfig) -> dict:

@@ -96,7 +96,10 @@ def load_normalised(manifest: str, role: str, drop_bad_lines: bool = False) -> M
     with `drop_bad_lines` its bad lines are left out instead, with a count.
     """
     if not manifest:
-        raise ValueError(f"data.{role}_manifest is not set")
+        raise ValueError(
+            f"data.{role}_manifest is not set: give --data DIR (where `asr prepare` wrote "
+            f"train.jsonl and dev.jsonl) or data.{role}_manifest=FILE"
+        )
     parts, problems = [], []
     for path in manifest.split(","):
         validation = validate_manifest(path)
@@ -574,6 +577,25 @@ class Trainer:
     def _schedule_done(self) -> bool:
         return self.progress.step >= self.progress.total_steps
 
+    def stop_reason(self) -> str:
+        """Why training ended (other than by a signal or an error), in words for the log."""
+        p, tc = self.progress, self.cfg.train
+        took = f"{p.elapsed / 60:.1f} min"
+        if tc.max_steps and p.step >= tc.max_steps:
+            return f"train.max_steps={tc.max_steps} reached, at step {p.step} ({took})"
+        budget = f"train.max_minutes={tc.max_minutes:g}"
+        if self._schedule_done() and p.total_steps >= self.full_steps:
+            before = f", before the time budget ({budget})" if tc.max_minutes else ""
+            return f"all {tc.epochs} epochs done: {p.step} steps in {took}{before}"
+        epochs = p.step / max(1, self.steps_per_epoch)
+        if self._schedule_done():
+            return (
+                f"time budget reached ({budget}): the schedule was sized to fit it, {p.step} "
+                f"of the {self.full_steps} steps of {tc.epochs} epochs ({epochs:.1f} epochs) "
+                f"in {took}"
+            )
+        return f"time budget reached ({budget}) at step {p.step} of {p.total_steps} ({took})"
+
     def _after_validation(self, wer: float, writer: SummaryWriter, result: TrainResult) -> None:
         p = self.progress
         writer.add_scalar("dev/wer", wer, p.step)
@@ -773,8 +795,11 @@ class Trainer:
             if writer is not None:
                 writer.close()
         if main:
+            reason = self.stop_reason()
+            print(f"training stopped: {reason}")
             summary = {
                 **asdict(p),
+                "stop_reason": reason,
                 "device": str(self.device),
                 "processes": self.dist.world_size,
                 "full_schedule_steps": self.full_steps,

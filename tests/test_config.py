@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from asr.config import ConfigError, ExperimentConfig, from_dict, load_config, to_dict
+from asr.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_for_data,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from asr.data import Utterance, read_manifest, write_manifest
+from tests.conftest import make_tone_corpus
 
 YAML = """\
 data:
@@ -155,3 +164,62 @@ def test_bad_rnn_type_raises(tmp_path):
 def test_dict_round_trip(tmp_path):
     cfg = load_config(write(tmp_path, YAML), ["features.f_max=null"])
     assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_an_empty_value_empties_a_text_field():
+    cfg = load_config(None, ["data.dev_manifest=", "data.bpe_model="])
+    assert cfg.data.dev_manifest == "" and cfg.data.bpe_model == ""  # not "None"
+
+
+def test_config_for_data_sizes_the_run_to_the_audio(tmp_path):
+    # a few seconds of 8 kHz audio: the smallest settings, and 8 kHz features
+    utts = read_manifest(make_tone_corpus(tmp_path / "tones"))
+    data = tmp_path / "data"
+    write_manifest(data / "train.jsonl", utts)
+    cfg, note = config_for_data(data)
+    assert cfg.data.train_manifest == str(data / "train.jsonl") and cfg.data.dev_manifest == ""
+    m = cfg.model
+    assert (m.num_layers, m.hidden_size, m.subsample, cfg.train.epochs) == (1, 64, 4, 40)
+    assert (cfg.features.sample_rate, cfg.features.n_mels) == (8000, 40)
+    seconds = sum(u.duration for u in utts)
+    batch = round(max(seconds / 20, max(u.duration for u in utts)), 1)
+    assert cfg.data.batch_seconds == batch
+    assert note == (
+        f"{data / 'train.jsonl'}: 12 utterances, {seconds / 60:.1f} min: settings for under "
+        f"0.25 h of audio: 1 x 64 GRU (subsample 4), 40 epochs, lr 0.01, batches of {batch:g} "
+        "s, 8000 Hz 40 mels (--config and section.key=value override any of them)"
+    )
+    # 10 hours (the audio is not on disk: the default sample rate stays), and a dev manifest
+    ten_hours = [Utterance(str(tmp_path / f"{i}.wav"), 100.0, "a") for i in range(360)]
+    write_manifest(data / "train.jsonl", ten_hours)
+    write_manifest(data / "dev.jsonl", ten_hours[:10])
+    cfg, note = config_for_data(data)
+    assert cfg.data.dev_manifest == str(data / "dev.jsonl")
+    assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.train.epochs) == (4, 512, 40)
+    assert (cfg.data.batch_seconds, cfg.features.sample_rate, cfg.features.n_mels) == (
+        300.0,
+        16000,
+        80,
+    )
+    assert "360 utterances, 10.00 h: settings for under 20 h of audio: 4 x 512 GRU" in note
+    write_manifest(data / "train.jsonl", [Utterance("long.wav", 3600.0, "a")] * 500)
+    cfg, note = config_for_data(data)
+    assert (cfg.model.rnn_type, cfg.model.num_layers, cfg.model.hidden_size) == ("lstm", 5, 1024)
+    assert "500.00 h: settings for 200 h or more of audio" in note
+
+
+def test_sized_settings_give_way_to_a_config_file_and_overrides(tmp_path):
+    data = tmp_path / "data"
+    write_manifest(data / "train.jsonl", read_manifest(make_tone_corpus(tmp_path / "tones")))
+    base, _ = config_for_data(data)
+    cfg = load_config(write(tmp_path, "model:\n  hidden_size: 32\n"), ["train.epochs=3"], base)
+    assert (cfg.model.hidden_size, cfg.train.epochs, cfg.model.num_layers) == (32, 3, 1)
+
+
+def test_config_for_data_names_a_missing_train_manifest(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        config_for_data(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'train.jsonl'}: no such manifest (`asr prepare folder|csv|kaldi SOURCE "
+        f"--out-dir {tmp_path}` writes train.jsonl and dev.jsonl there)"
+    )

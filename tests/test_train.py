@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,28 @@ def test_time_budget_sizes_the_schedule_to_complete(tone_manifest: Path, tmp_pat
     last_lr = state["optimizer"]["param_groups"][0]["lr"]
     assert last_lr < 0.25 * cfg.train.lr
     assert len(result.history) == 1  # one validation, at the end
+    summary = json.loads((tmp_path / "exp" / "train_summary.json").read_text())
+    assert re.fullmatch(
+        rf"time budget reached \(train\.max_minutes=0\.25\): the schedule was sized to fit it, "
+        rf"{p.step} of the \d+ steps of 100000 epochs \([\d.]+ epochs\) in [\d.]+ min",
+        summary["stop_reason"],
+    )
+
+
+def test_the_log_says_why_training_stopped(tone_manifest: Path, tmp_path: Path, capsys):
+    settings = [*tiny_overrides(tone_manifest), "train.epochs=2"]
+    result = train(load_config(None, [*settings, "train.max_minutes=10"]), tmp_path / "a")
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(
+        rf"training stopped: all 2 epochs done: {result.progress.step} steps in [\d.]+ min, "
+        r"before the time budget \(train\.max_minutes=10\)",
+        lines[-1],
+    )
+    train(load_config(None, [*settings, "train.max_steps=3"]), tmp_path / "b")
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(
+        r"training stopped: train\.max_steps=3 reached, at step 3 \([\d.]+ min\)", last
+    )
 
 
 def test_planned_steps_keeps_within_the_schedule_and_what_is_done():
