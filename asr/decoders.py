@@ -105,12 +105,18 @@ def make_decoder(
     """The decoder for `choice` (None = greedy) and notes for the user.
 
     Values: given here > tuned for this LM (same sha256) > BeamConfig's defaults (with a note).
+    ValueError for beam search values given without an LM or lexicon (greedy has none).
 
     >>> from asr.text import CharTokenizer
     >>> make_decoder(CharTokenizer("ab"), LMChoice(None, None, None), tuned=[])
     (None, [])
     """
     if choice.lm is None and choice.lexicon is None:
+        # Options of a beam search that will not run are refused, not dropped.
+        if beam_size is not None:
+            raise ValueError(
+                "--beam-size needs --lm or --lexicon (without them, decoding is greedy)"
+            )
         if any(v is not None for v in (lm_weight, word_score)):
             raise ValueError("--lm-weight and --word-score need --lm")
         return None, []

@@ -1,0 +1,39 @@
+"""make_decoder: beam search options without an LM or lexicon are refused, not dropped."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr.decoders import LMChoice, make_decoder
+from asr.features import FeatureConfig
+from asr.model import ModelConfig, Recogniser
+from asr.text import CharTokenizer
+from asr.transcribe import Transcriber
+
+TOK = CharTokenizer(" ab")
+NO_LM = LMChoice(None, None, None)
+BEAM_SIZE_ALONE = "--beam-size needs --lm or --lexicon (without them, decoding is greedy)"
+
+
+def test_beam_size_without_lm_or_lexicon_is_refused(tmp_path):
+    with pytest.raises(ValueError) as err:
+        make_decoder(TOK, NO_LM, tuned=[], beam_size=8)
+    assert str(err.value) == BEAM_SIZE_ALONE
+    # with a lexicon it is the beam search's
+    words = tmp_path / "words.txt"
+    words.write_text("ab\nba\n")
+    decoder, _ = make_decoder(TOK, LMChoice(None, words, None), tuned=[], beam_size=8)
+    assert decoder is not None and decoder.cfg.beam_size == 8
+
+
+def test_transcriber_options_refuse_beam_size_alone():
+    """The decoder options the CLI passes (`asr transcribe --beam-size 8` without --lm)."""
+    torch.manual_seed(0)
+    model = Recogniser(FeatureConfig(n_mels=20), ModelConfig(n_mels=20, vocab_size=TOK.vocab_size))
+    transcriber = Transcriber(model, TOK, "cpu")
+    options = {"beam_size": 8, "lm_weight": None, "word_score": None, "nbest": 1}
+    with pytest.raises(ValueError) as err:
+        transcriber._with_decoder(None, None, [], options)
+    assert str(err.value) == BEAM_SIZE_ALONE
+    assert transcriber._with_decoder(None, None, [], {**options, "beam_size": None}).decoder is None
