@@ -13,11 +13,13 @@ times from the start of the file. Such a file has no length limit.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -33,6 +35,38 @@ from asr.model import Recogniser
 from asr.segmenter import Segment, SegmenterConfig, find_segments
 from asr.text import CharTokenizer
 from asr.tokenizers import Tokenizer
+
+# A 2-D array's axis this short, beside a longer one, is its channels axis.
+MAX_CHANNELS = 32
+
+
+class SampleRateWarning(UserWarning):
+    """Audio below the model's sample rate, upsampled: it lacks the upper frequencies the model
+    was trained on."""
+
+
+def samples_first(audio: np.ndarray) -> np.ndarray:
+    """(S,), (S, C) or channels-first (C, S) audio -> (S,) or (S, C).
+
+    A 2-D array is (S, C) when its second axis has at most MAX_CHANNELS entries and its first
+    more, (C, S) the other way round; AudioError for any other shape.
+
+    >>> samples_first(np.zeros((2, 16000))).shape
+    (16000, 2)
+    """
+    if audio.ndim == 1:
+        return audio
+    if audio.ndim == 2:
+        rows, cols = audio.shape
+        if cols <= MAX_CHANNELS < rows:
+            return audio
+        if rows <= MAX_CHANNELS < cols:
+            return audio.T
+    raise AudioError(
+        f"audio array: expected (S,) or (S, C) samples (or channels-first (C, S)) with at most "
+        f"{MAX_CHANNELS} channels, got shape {tuple(audio.shape)}"
+    )
+
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph", ".opus", ".aiff", ".aif", ".au"}
 
@@ -123,6 +157,7 @@ class Transcriber:
         self.long_seconds = long_seconds
         self.segmenter = segmenter or SegmenterConfig()
         self.notes: list[str] = []  # what the user should know about the decoder's settings
+        self._rate_warned = False  # a SampleRateWarning was given
 
     @classmethod
     def from_checkpoint(
@@ -257,47 +292,94 @@ class Transcriber:
     def transcribe(
         self, audio: str | Path | np.ndarray | torch.Tensor, sample_rate: int | None = None
     ) -> str:
-        """One file path (of any length), or a (S,) / (S, C) array at `sample_rate` -> text.
+        """One file path (of any length), or an array at `sample_rate` -> text.
 
-        AudioError names a file that cannot be read."""
+        An array is (S,), (S, C) or channels-first (C, S) (see `samples_first`). Audio at a
+        lower rate than the model's is upsampled, with a `SampleRateWarning` (once per
+        Transcriber). AudioError names a file that cannot be read or an array of another shape.
+        """
         if isinstance(audio, str | Path):
             if self._is_long(audio):
                 result = self.transcribe_long(audio)
                 if result.text is None:
                     raise AudioError(result.error)
                 return result.text
+            self._check_rate(audio)
             wav = load_audio(audio, self.sample_rate)
         else:
             if sample_rate is None:
                 raise ValueError("sample_rate is required when transcribing an array")
-            array = audio.cpu().numpy() if isinstance(audio, torch.Tensor) else audio
-            wav = to_mono_resampled(array, sample_rate, self.sample_rate)
+            if isinstance(audio, torch.Tensor):
+                audio = audio.detach().cpu().numpy()
+            self._warn_if_upsampled("audio array", sample_rate)
+            array = samples_first(np.asarray(audio))
+            wav = to_mono_resampled(array, sample_rate, self.sample_rate, "audio array")
         return self.decode_batch(wav[None], torch.tensor([len(wav)]))[0]
+
+    def _check_rate(self, source: AudioSource) -> None:
+        """`_warn_if_upsampled` for a file, by its header (until one warning is given)."""
+        if self._rate_warned:
+            return
+        path = source.audio_filepath if isinstance(source, Utterance) else source
+        try:
+            rate = sf.info(str(path)).samplerate
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+            return  # loading reports an unreadable file; FFmpeg-read formats are not checked
+        self._warn_if_upsampled(str(path), rate)
+
+    def _warn_if_upsampled(self, name: str, rate: int) -> None:
+        """A SampleRateWarning, once per Transcriber, for audio below the model's rate."""
+        if rate < self.sample_rate and not self._rate_warned:
+            self._rate_warned = True
+            warnings.warn(
+                f"{name}: {rate} Hz audio upsampled to the model's {self.sample_rate} Hz (it has "
+                f"nothing above {rate // 2} Hz, unlike the audio the model was trained on: expect "
+                "more errors); further audio at a lower rate is upsampled without this warning",
+                SampleRateWarning,
+                stacklevel=2,
+            )
 
     def transcribe_files(
         self, paths: Sequence[AudioSource], timestamps: bool = False
     ) -> Iterator[FileResult]:
-        """Transcribe many files (or utterances) in length-sorted batches; bad ones give a
-        FileResult with the error. Results come in batch order, not input order; their `path`
-        is `source_name` of the source. Files longer than `long_seconds` come last, one at a
-        time, cut into segments at pauses (see `transcribe_long`)."""
-        short, long = [], []
-        for source in paths:
-            is_long = not isinstance(source, Utterance) and self._is_long(source)
-            (long if is_long else short).append(source)
-        for item in self.log_probs_files(short):
-            if isinstance(item, FileResult):
-                yield item
-                continue
-            batch_paths, log_probs, lengths = item
-            recognitions = self.decode_log_probs(log_probs, lengths, timestamps)
-            for path, rec in zip(batch_paths, recognitions, strict=True):
-                if rec.error is not None:
-                    yield FileResult(path, None, f"{path}: {rec.error}")
+        """Transcribe many files (or utterances); one FileResult per source, in input order.
+
+        Short sources are run in length-sorted batches and their results held until those
+        before them are out; files longer than `long_seconds` are cut into segments at pauses
+        (see `transcribe_long`) when their turn comes. A source that cannot be read gives a
+        FileResult with the error; `path` is `source_name` of the source.
+        """
+        long = {
+            i
+            for i, source in enumerate(paths)
+            if not isinstance(source, Utterance) and self._is_long(source)
+        }
+        short = [i for i in range(len(paths)) if i not in long]
+        done: dict[int, FileResult] = {}
+        next_out = 0
+        for item in self._log_probs_batches([paths[i] for i in short]):
+            if len(item) == 2:  # (index, error)
+                i = short[item[0]]
+                done[i] = FileResult(source_name(paths[i]), None, item[1])
+            else:
+                indices, log_probs, lengths = item
+                recognitions = self.decode_log_probs(log_probs, lengths, timestamps)
+                for j, rec in zip(indices, recognitions, strict=True):
+                    name = source_name(paths[short[j]])
+                    if rec.error is not None:
+                        done[short[j]] = FileResult(name, None, f"{name}: {rec.error}")
+                    else:
+                        done[short[j]] = FileResult(
+                            name, rec.text, words=rec.words, nbest=rec.nbest
+                        )
+            while next_out in done or next_out in long:
+                if next_out in long:
+                    yield self.transcribe_long(paths[next_out], timestamps)
                 else:
-                    yield FileResult(path, rec.text, words=rec.words, nbest=rec.nbest)
-        for path in long:
-            yield self.transcribe_long(path, timestamps)
+                    yield done.pop(next_out)
+                next_out += 1
+        for i in range(next_out, len(paths)):  # only long files are left
+            yield self.transcribe_long(paths[i], timestamps)
 
     def _is_long(self, path: str | Path) -> bool:
         """Over `long_seconds` by its header (False when unreadable: loading reports why)."""
@@ -314,6 +396,7 @@ class Transcriber:
         a long file has none. The error names the file (and the segment) that failed.
         """
         path = str(path)
+        self._check_rate(path)
         try:
             segments = find_segments(path, self.segmenter)
         except AudioError as err:
@@ -370,6 +453,7 @@ class Transcriber:
                 else:
                     durations.append(audio_duration(source))
                 good.append((i, source))
+                self._check_rate(source)
             except AudioError as err:
                 yield i, str(err)
         if not good:

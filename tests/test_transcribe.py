@@ -3,6 +3,7 @@ from the path that produced the words; array layouts, sample rates and result or
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -14,10 +15,11 @@ import torch
 import webvtt
 from torch import nn
 
+from asr.audio import AudioError
 from asr.beam import BeamConfig, BeamSearchDecoder
 from asr.subtitles import group_cues, to_json_record, to_srt, to_vtt
 from asr.text import CharTokenizer
-from asr.transcribe import Transcriber
+from asr.transcribe import SampleRateWarning, Transcriber
 
 
 class FixedOutput(nn.Module):
@@ -241,3 +243,83 @@ def test_beam_search_words_are_timed_on_its_own_path():
         pytest.approx(17 * FRAME),
     )
     assert one.confidence < two.confidence
+
+
+# --- the Python API: array layouts, lower sample rates, result order -----------------------
+
+
+class RecordingModel(FixedLogProbs):
+    """FixedLogProbs that keeps the waveforms it was given."""
+
+    def __init__(self, sample_rate: int = 16000):
+        super().__init__(weak_log_probs(WEAK), sample_rate)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, wavs, wav_lens):
+        self.seen += [w[: int(n)].clone() for w, n in zip(wavs, wav_lens, strict=True)]
+        return super().forward(wavs, wav_lens)
+
+
+def test_channels_first_arrays_are_taken():
+    rng = np.random.default_rng(0)
+    stereo = (0.1 * rng.standard_normal((16000, 2))).astype(np.float32)  # (S, C)
+    model = RecordingModel()
+    transcriber = Transcriber(model, LETTERS, "cpu")
+    for audio in (stereo, stereo.T, torch.from_numpy(stereo.T.copy()), stereo[:, :1].T):
+        assert transcriber.transcribe(audio, sample_rate=16000) == "ct t t h"
+    mono = torch.from_numpy(stereo.mean(axis=1))
+    for seen in model.seen[:3]:
+        torch.testing.assert_close(seen, mono)
+    torch.testing.assert_close(model.seen[3], torch.from_numpy(stereo[:, 0]))
+
+
+@pytest.mark.parametrize("shape", [(40, 16000), (16000, 40), (8, 8), (2, 3, 16000)])
+def test_array_of_another_shape_is_refused(shape):
+    transcriber = Transcriber(RecordingModel(), LETTERS, "cpu")
+    with pytest.raises(AudioError) as err:
+        transcriber.transcribe(np.zeros(shape, np.float32), sample_rate=16000)
+    assert str(err.value) == (
+        "audio array: expected (S,) or (S, C) samples (or channels-first (C, S)) with at most "
+        f"32 channels, got shape {shape}"
+    )
+
+
+def test_lower_sample_rate_is_upsampled_with_one_warning(tmp_path):
+    low, high = tmp_path / "phone.wav", tmp_path / "studio.wav"
+    sf.write(low, np.zeros(4000, np.float32), 8000)
+    sf.write(high, np.zeros(22050, np.float32), 22050)
+    expected = (
+        f"{low}: 8000 Hz audio upsampled to the model's 16000 Hz (it has nothing above 4000 Hz, "
+        "unlike the audio the model was trained on: expect more errors); further audio at a "
+        "lower rate is upsampled without this warning"
+    )
+    transcriber = Transcriber(RecordingModel(), LETTERS, "cpu")
+    with pytest.warns(SampleRateWarning) as caught:
+        results = list(transcriber.transcribe_files([high, low, low]))
+        transcriber.transcribe(low)
+        transcriber.transcribe(np.zeros(4000, np.float32), sample_rate=8000)
+    assert [str(w.message) for w in caught] == [expected]
+    assert [r.text for r in results] == ["ct t t h"] * 3
+    assert sorted(len(seen) for seen in transcriber.model.seen) == [8000] * 4 + [16000]
+    # a higher rate is no cause for a warning; each Transcriber warns once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Transcriber(RecordingModel(), LETTERS, "cpu").transcribe(high)
+    with pytest.warns(SampleRateWarning, match="audio array: 8000 Hz audio upsampled"):
+        Transcriber(RecordingModel(), LETTERS, "cpu").transcribe(np.zeros(800), sample_rate=8000)
+
+
+def test_transcribe_files_returns_results_in_input_order(tmp_path):
+    """Batches run shortest first and long files are cut at pauses: results still come back in
+    the order of the sources given, unreadable and long ones in their place."""
+    sources = []
+    for name, seconds in [("c", 1.0), ("missing", None), ("long", 3.0), ("a", 0.2), ("b", 0.5)]:
+        path = tmp_path / f"{name}.wav"
+        if seconds is not None:
+            sf.write(path, np.zeros(round(16000 * seconds), np.float32), 16000)
+        sources.append(path)
+    transcriber = Transcriber(RecordingModel(), LETTERS, "cpu", batch_seconds=1.0, long_seconds=2.0)
+    results = list(transcriber.transcribe_files(sources))
+    assert [r.path for r in results] == [str(p) for p in sources]
+    assert [r.error is None for r in results] == [True, False, True, True, True]
+    assert [len(seen) for seen in transcriber.model.seen] == [3200, 8000, 16000]  # batch order
