@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from asr import __version__
 from asr.audio import AudioError
-from asr.beam import DecoderError
+from asr.beam import BeamConfig, DecoderError
 from asr.checkpoint import CheckpointError
 from asr.config import ConfigError
 from asr.data import ManifestError
@@ -50,33 +52,65 @@ def _user_message(err: Exception) -> str:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a config file")
+    p = sub.add_parser(
+        "train",
+        help="train a model on the manifests `asr prepare` wrote, or from a config file",
+        description="Train a model. --data DIR reads DIR/train.jsonl and DIR/dev.jsonl (what "
+        "`asr prepare` writes) with settings sized to the hours of training audio; --config "
+        "FILE and section.key=value overrides set any field of asr/config.py's dataclasses "
+        "(they win over the sized settings).",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="folder with train.jsonl and dev.jsonl (from `asr prepare`): sets the manifests, "
+        "and the model, epochs and batch size to suit the amount of audio",
+    )
     p.add_argument("--config", help="YAML config (sections data, features, model, train, ...)")
     p.add_argument("--out-dir", required=True, help="experiment folder for checkpoints and logs")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument(
+        "--results",
+        help='also record the wall time under "training" in this results.json (summed over '
+        "the first run and each --resume)",
+    )
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from asr.config import load_config
+    from asr.config import config_for_data, describe_run, load_config
     from asr.train import TrainingError, TrainingStopped, train
 
-    if args.config is None and not args.resume:
-        return _fail("--config is required unless --resume")
-    if args.config is not None and args.resume:
-        return _fail("--config cannot be combined with --resume: the checkpoint carries its config")
-    cfg = load_config(args.config, args.overrides) if not args.resume else None
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
+    if args.resume and (args.config is not None or args.data is not None):
+        given = "--config" if args.config is not None else "--data"
+        return _fail(f"{given} cannot be combined with --resume: the checkpoint carries its config")
+    cfg = None
+    if not args.resume:
+        base, why = config_for_data(args.data) if args.data is not None else (None, None)
+        cfg = load_config(args.config, args.overrides, base=base)
+        if why and speaks:
+            print(f"{why}: {describe_run(cfg)} (--config and section.key=value set any field)")
+        if args.data is not None and not cfg.data.dev_manifest:
+            return _fail(
+                f"{Path(args.data) / 'dev.jsonl'}: no such manifest; training measures its WER "
+                "to keep the best checkpoint: prepare the data again with a --dev-fraction "
+                "above 0, or give data.dev_manifest=FILE"
+            )
     try:
+        start = time.monotonic()
         result = train(cfg, args.out_dir, resume=args.resume, overrides=args.overrides)
     except TrainingError as err:
         return _fail(str(err))
     except TrainingStopped as stop:
-        if os.environ.get("RANK", "0") == "0":
+        if speaks:
             print(str(stop), file=sys.stderr)
         return 128 + stop.signal  # the shell's code for a process ended by that signal
-    if os.environ.get("RANK", "0") != "0":
-        return 0  # under torchrun, rank 0 speaks for all
+    if not speaks:
+        return 0
+    if args.results:
+        _record_training(Path(args.results), round(time.monotonic() - start), args.resume)
     p = result.progress
     print(
         f"done: {p.step} steps, {p.elapsed / 60:.1f} min; best dev WER {100 * p.best_wer:.2f}% "
@@ -85,8 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="checkpoint (.pt) written by `asr train`")
+def _add_model_arguments(p: argparse.ArgumentParser, onnx: bool = True) -> None:
+    what = "checkpoint (.pt) written by `asr train`"
+    if onnx:
+        what += ", or a model (.onnx) written by `asr export`"
+    p.add_argument("--model", required=True, help=what)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument(
         "--batch-seconds",
@@ -108,7 +145,11 @@ def _add_decoder_arguments(p: argparse.ArgumentParser, tuning: bool = False) -> 
         help="words the decoder may output (first column of each line; default: the LM "
         "folder's lexicon); alone, a lexicon-constrained search without LM",
     )
-    g.add_argument("--beam-size", type=int, help="hypotheses kept per frame (default 32)")
+    g.add_argument(
+        "--beam-size",
+        type=int,
+        help=f"hypotheses kept per frame (default {BeamConfig.beam_size})",
+    )
     if not tuning:
         g.add_argument("--lm-weight", type=float, help="LM weight (default: tuned, or 0.5)")
         g.add_argument(
@@ -249,7 +290,7 @@ def add_tune_decoder_parser(sub: argparse._SubParsersAction) -> None:
     from asr.tune import DEFAULT_LM_WEIGHTS, DEFAULT_WORD_SCORES
 
     p = sub.add_parser("tune-decoder", help="tune LM weight and word bonus on a dev manifest")
-    _add_model_arguments(p)
+    _add_model_arguments(p, onnx=False)  # the tuned values are stored in the checkpoint
     _add_decoder_arguments(p, tuning=True)
     p.add_argument("--manifest", required=True, help="dev manifest (JSON lines with text)")
     p.add_argument(
@@ -291,7 +332,7 @@ def cmd_tune_decoder(args: argparse.Namespace) -> int:
         choice,
         lm_weights=_floats(args.lm_weights),
         word_scores=_floats(args.word_scores),
-        beam_size=args.beam_size or 32,
+        beam_size=args.beam_size or BeamConfig.beam_size,
         progress=sys.stderr.isatty(),
     )
     s = result.settings
@@ -390,6 +431,19 @@ def _describe_decoder(decoder, args: argparse.Namespace) -> dict:
         "lm_weight": cfg.lm_weight,
         "word_score": cfg.word_score,
     }
+
+
+def _record_training(path: Path, seconds: int, resumed: bool) -> None:
+    """The "training" entry of a results.json: wall seconds summed over the first run and every
+    --resume after it, the last run's seconds, and the number of runs."""
+    results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    before = results.get("training", {}) if resumed else {}
+    entry = {
+        "wall_seconds": before.get("wall_seconds", 0) + seconds,
+        "last_run_seconds": seconds,
+        "runs": before.get("runs", 0) + 1,
+    }
+    _update_results(path, "training", entry)
 
 
 def _update_results(path: Path, name: str, entry: dict) -> None:
@@ -644,7 +698,79 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     manifests = prepare_dataset(spec, opts.pop("out_dir"), **where, **opts)
     for name, path in manifests.items():
         print(f"{name}: {path}")
+    summary = _prepared_counts(manifests, manifests.speakers or {})
+    if summary:
+        print(f"asr: {summary}", file=sys.stderr)
     return 0
+
+
+def _prepared_counts(manifests: dict[str, Path], speakers: dict[str, int]) -> str:
+    """What `asr prepare` wrote, in one line: "prepared N utterances (D): N1 train (S1
+    speakers, D1), N2 dev (...), ...", speakers where known; empty when a manifest cannot be
+    read.
+
+    >>> import tempfile
+    >>> from asr.data import Utterance, write_manifest
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_manifest(folder / "train.jsonl", [Utterance("a.wav", 30.0, "a")] * 3)
+    >>> write_manifest(folder / "dev.jsonl", [Utterance("b.wav", 1.5, "b")])
+    >>> splits = {"train": folder / "train.jsonl", "dev": folder / "dev.jsonl"}
+    >>> _prepared_counts(splits, {"train": 2, "dev": 1})
+    'prepared 4 utterances (1.5 min): 3 train (2 speakers, 1.5 min), 1 dev (1 speaker, 1.5 s)'
+    >>> _prepared_counts({**splits, "test": folder / "none.jsonl"}, {})
+    ''
+    """
+    parts, total_utts, total_s = [], 0, 0.0
+    for name, path in manifests.items():
+        counted = _manifest_counts(Path(path))
+        if counted is None:
+            return ""
+        utterances, seconds = counted
+        who = f"{_count(speakers[name], 'speaker')}, " if name in speakers else ""
+        parts.append(f"{utterances} {name} ({who}{_duration(seconds)})")
+        total_utts, total_s = total_utts + utterances, total_s + seconds
+    if not parts:
+        return ""
+    return f"prepared {_count(total_utts, 'utterance')} ({_duration(total_s)}): {', '.join(parts)}"
+
+
+def _manifest_counts(path: Path) -> tuple[int, float] | None:
+    """(utterances, seconds) of a manifest, lines without a duration not counted; None when it
+    cannot be read."""
+    utterances, seconds = 0, 0.0
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            for line in f:
+                try:
+                    seconds += float(json.loads(line)["duration"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                utterances += 1
+    except (OSError, UnicodeDecodeError):
+        return None
+    return utterances, seconds
+
+
+def _count(n: int, noun: str) -> str:
+    """`n` and the noun, in the plural unless `n` is 1.
+
+    >>> _count(1, "speaker"), _count(2, "speaker")
+    ('1 speaker', '2 speakers')
+    """
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    """Seconds in the unit that reads best.
+
+    >>> _duration(42.04), _duration(150.0), _duration(11_880.0)
+    ('42.0 s', '2.5 min', '3.30 h')
+    """
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
 
 
 def _list_datasets() -> int:
@@ -677,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error (before the command)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     add_transcribe_parser(sub)

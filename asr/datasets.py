@@ -114,6 +114,14 @@ class Dataset:
             )
 
 
+class Manifests(dict):
+    """{split name: manifest path}, what `prepare_dataset` returns. `speakers`, {split name:
+    number of speakers}, is set when the corpus's `prepare` returned a mapping with that
+    attribute (an importer that knows who speaks), else None."""
+
+    speakers: dict[str, int] | None = None
+
+
 def registered() -> dict[str, EntryPoint]:
     """Dataset name -> its (not yet loaded) entry point, sorted by name."""
     eps = entry_points(group=ENTRY_POINT_GROUP)
@@ -150,10 +158,11 @@ def prepare_dataset(
     source: str | Path | None = None,
     download_dir: str | Path | None = None,
     **options: Any,
-) -> dict[str, Path]:
+) -> Manifests:
     """Download if asked, then prepare: what `asr prepare NAME` does, as a function.
 
-    Options not given take their `Option.default`. Returns {split name: manifest path}.
+    Options not given take their `Option.default`. Returns {split name: manifest path}
+    (`Manifests`, with the number of speakers per split when `prepare` gave it).
     Two runs into the same `out_dir` (or `download_dir`) take turns: the second waits for the
     first's lock on the folder (`folder_lock`), saying so, so neither sees the other's half-done
     files.
@@ -182,7 +191,9 @@ def prepare_dataset(
             f"{spec.name}: prepare returned {type(manifests).__name__}, "
             "not a mapping of split name -> manifest path"
         )
-    return {str(split): Path(path) for split, path in manifests.items()}
+    result = Manifests({str(split): Path(path) for split, path in manifests.items()})
+    result.speakers = getattr(manifests, "speakers", None)
+    return result
 
 
 @contextmanager

@@ -26,7 +26,6 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cli")
     manifest = make_tone_corpus(root / "tones")
     overrides = [*tiny_overrides(manifest), "train.epochs=40", "train.spec_augment=false"]
-    assert main(["train", "--out-dir", str(root / "exp"), *overrides]) == 1  # no --config
     config = root / "config.yaml"
     config.write_text("model:\n  rnn_type: gru\n")
     assert main(["train", "--config", str(config), "--out-dir", str(root / "exp"), *overrides]) == 0
@@ -100,7 +99,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert main(["transcribe", "--model", str(bad), str(bad)]) == 1
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and str(bad) in err and "not a readable checkpoint" in err
+    assert err == f"asr: error: {bad}: not a checkpoint (a text file)"
     assert main(["train", "--config", str(tmp_path / "none.yaml"), "--out-dir", str(tmp_path)]) == 1
     assert "none.yaml" in capsys.readouterr().err
     onnx = tmp_path / "model.onnx"
@@ -108,6 +107,94 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(tune) == 1
     err = capsys.readouterr().err
     assert f"{onnx}: the tuned values are stored in a .pt checkpoint" in err
+
+
+def write_recordings(folder: Path, takes: int = 3) -> list[Path]:
+    """A folder of recordings as a user has them: tone 'speech', each with a .txt beside it."""
+    from tests.conftest import TEXTS, tone_utterance
+
+    rng = np.random.default_rng(0)
+    wavs = []
+    for take in range(takes):
+        for i, text in enumerate(TEXTS):
+            wav = folder / f"take{take}" / f"u{i}.wav"
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(wav, tone_utterance(text, 8000, rng), 8000)
+            wav.with_suffix(".txt").write_text(text + "\n")
+            wavs.append(wav)
+    return wavs
+
+
+def test_from_a_folder_of_recordings_to_a_transcript(tmp_path, capsys):
+    wavs = write_recordings(tmp_path / "recordings")
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    assert main(["prepare", "folder", str(tmp_path / "recordings"), "--out-dir", str(data)]) == 0
+    out, err = capsys.readouterr()
+    splits = ("train", "dev", "test")
+    assert out.splitlines() == [f"{name}: {data / name}.jsonl" for name in splits]
+    counts = []
+    for name in splits:
+        utts = read_manifest(data / f"{name}.jsonl")
+        counts.append(f"{len(utts)} {name} ({sum(u.duration for u in utts):.1f} s)")
+    seconds = sum(u.duration for name in splits for u in read_manifest(data / f"{name}.jsonl"))
+    assert err == f"asr: prepared 36 utterances ({seconds:.1f} s): {', '.join(counts)}\n"
+    results = tmp_path / "results.json"
+    fast = ["data.num_workers=0", "train.progress=false"]
+    args = ["train", "--data", str(data), "--out-dir", str(exp), "--results", str(results)]
+    assert main([*args, *fast, "train.epochs=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{data / 'train.jsonl'}: 28 utterances, ")
+    assert ": sized for under 0.25 h: 1 x 64 GRU (subsample 4), 2 epochs, lr 0.01, " in out[0]
+    assert out[0].endswith(" 8000 Hz 40 mels (--config and section.key=value set any field)")
+    assert out[-2].startswith("training stopped: all 2 epochs done: ")
+    assert out[-1].startswith("done: ") and out[-1].endswith(f"checkpoints in {exp}")
+    assert json.loads(results.read_text())["training"]["runs"] == 1
+    resume = ["train", "--out-dir", str(exp), "--resume", "--results", str(results)]
+    assert main([*resume, "train.epochs=3"]) == 0
+    assert json.loads(results.read_text())["training"]["runs"] == 2
+    capsys.readouterr()
+    assert main(["transcribe", "--model", str(exp / "best.pt"), str(wavs[0])]) == 0
+    assert capsys.readouterr().out.startswith(f"{wavs[0]}\t")
+
+
+def test_train_names_what_is_missing(tmp_path, capsys):
+    write_recordings(tmp_path / "recordings", takes=1)
+    data = tmp_path / "data"
+    prepare = ["prepare", "folder", str(tmp_path / "recordings"), "--out-dir", str(data)]
+    assert main([*prepare, "--dev-fraction", "0", "--test-fraction", "0"]) == 0
+    capsys.readouterr()
+    exp = str(tmp_path / "exp")
+    assert main(["train", "--data", str(data), "--out-dir", exp]) == 1
+    assert capsys.readouterr().err == (
+        f"asr: error: {data / 'dev.jsonl'}: no such manifest; training measures its WER to keep "
+        "the best checkpoint: prepare the data again with a --dev-fraction above 0, or give "
+        "data.dev_manifest=FILE\n"
+    )
+    assert main(["train", "--data", str(tmp_path), "--out-dir", exp]) == 1
+    assert capsys.readouterr().err == (
+        f"asr: error: {tmp_path / 'train.jsonl'}: no such manifest (`asr prepare "
+        f"folder|csv|kaldi SOURCE --out-dir {tmp_path}` writes train.jsonl and dev.jsonl there)\n"
+    )
+    assert main(["train", "--out-dir", exp]) == 1  # neither --data nor --config nor manifests
+    assert capsys.readouterr().err == (
+        "asr: error: data.train_manifest is not set: give --data DIR (where `asr prepare` wrote "
+        "train.jsonl and dev.jsonl) or data.train_manifest=FILE\n"
+    )
+    assert main(["train", "--data", str(data), "--out-dir", exp, "--resume"]) == 1
+    assert "--data cannot be combined with --resume" in capsys.readouterr().err
+
+
+def test_version_and_model_help(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out == f"asr {version('rnn-asr')}\n"
+    for command, onnx in [("transcribe", True), ("evaluate", True), ("tune-decoder", False)]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert ("or a model (.onnx) written by `asr export`" in text) == onnx, command
 
 
 def test_console_entry_point_help():
