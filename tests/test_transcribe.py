@@ -177,11 +177,26 @@ def timed_words(tmp_path, decoder: BeamSearchDecoder | None = None):
     return result
 
 
-@pytest.mark.parametrize("beam", [False, True], ids=["greedy", "beam"])
-def test_word_times_are_where_the_path_emitted_the_words(tmp_path, beam):
+def uniform_char_lm(path) -> str:
+    """An ARPA LM over flashlight's names of LETTERS' units ("|" for the space): uniform
+    unigrams, and the one bigram KenLM needs to read it."""
+    names = ["<s>", "</s>", "<unk>", *("|" if t == " " else t for t in LETTERS.tokens[1:])]
+    lines = ["\\data\\", f"ngram 1={len(names)}", "ngram 2=1", "", "\\1-grams:"]
+    lines += [f"{-99 if w == '<s>' else -1.0}\t{w}\t0" for w in names]
+    lines += ["", "\\2-grams:", "-1.0\tc t", "", "\\end\\", ""]
+    path.write_text("\n".join(lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "lexicon", "char-lm"])
+def test_word_times_are_where_the_path_emitted_the_words(tmp_path, decoding):
+    # Each beam search's best path is the greedy one here: the words as emitted.
     decoder = None
-    if beam:  # its best path is the greedy one: each word of the lexicon as emitted
+    if decoding == "lexicon":
         decoder = BeamSearchDecoder(LETTERS, BeamConfig(beam_size=8), words=["ct", "t", "h"])
+    elif decoding == "char-lm":
+        lm = uniform_char_lm(tmp_path / "chars.arpa")
+        decoder = BeamSearchDecoder(LETTERS, BeamConfig(beam_size=8, lm_weight=0.0), lm=lm)
     result = timed_words(tmp_path, decoder)
     truth = emitted_words(WEAK)
     assert result.text == "ct t t h" == " ".join(w for w, _, _ in truth)
