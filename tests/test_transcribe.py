@@ -338,3 +338,21 @@ def test_transcribe_files_returns_results_in_input_order(tmp_path):
     assert [r.path for r in results] == [str(p) for p in sources]
     assert [r.error is None for r in results] == [True, False, True, True, True]
     assert [len(seen) for seen in transcriber.model.seen] == [3200, 8000, 16000]  # batch order
+
+
+def test_a_path_that_does_not_spell_the_text_is_not_timed():
+    """Words are timed only on a path that spells the decoder's text; otherwise the error says
+    what the path spells."""
+    from asr.beam import Hypothesis
+
+    class Mismatched:
+        def decode(self, log_probs, lengths):
+            path = [0] * log_probs.shape[1]
+            path[1], path[3] = LETTERS.encode("ba")
+            return [[Hypothesis("ab", LETTERS.encode("ab"), -1.0, path)]]
+
+    transcriber = Transcriber(FixedLogProbs(weak_log_probs("______")), LETTERS, "cpu")
+    transcriber.decoder = Mismatched()
+    (rec,) = transcriber.recognise_batch(torch.zeros(1, 800), torch.tensor([800]), timestamps=True)
+    assert rec.words is None
+    assert rec.error == "cannot time the words of 'ab': the decoder's path spells 'ba'"
