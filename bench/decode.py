@@ -311,14 +311,14 @@ def main() -> None:
     lm_weight, word_score = lm_decoder.cfg.lm_weight, lm_decoder.cfg.word_score
 
     def build_lm_decoder(beam: int) -> BeamSearchDecoder:
-        decoder, _ = make_decoder(tokenizer, choice, None, beam, lm_weight, word_score)
+        decoder, _ = make_decoder(tokenizer, choice, [], beam, lm_weight, word_score)
         assert decoder is not None
         return decoder
 
     words = read_word_list(choice.lexicon)
     rows = our_rows(transcriber, batches, refs, words, build_lm_decoder, beams)
 
-    is_tuned = tuned is not None and tuned.get("lm_sha256") == choice.lm_sha256
+    is_tuned = any(t.get("lm_sha256") == choice.lm_sha256 for t in tuned)
     weights = {
         "lm_weight": lm_weight,
         "word_score": word_score,
