@@ -228,7 +228,7 @@ def speed_ratios(rows: list[dict], beams: list[int]) -> list[dict]:
                     "speedup": b["ms_per_utt"] / a["ms_per_utt"],
                     "wer_ours": a["wer"],
                     "wer_pyctcdecode": b["wer"],
-                    # the target, with an LM: >= 10x faster at equal or lower WER
+                    # with an LM: the aim is >= 10x faster at equal or lower WER
                     "target_met": (
                         b["ms_per_utt"] >= 10 * a["ms_per_utt"] and a["wer"] <= b["wer"]
                         if lm

@@ -39,7 +39,7 @@ if run_stage 2 "word LMs (training text; + the dictionary's words; + spelt words
     --lm "$exp_dir/lm-dict"
   # Four test utterances of 13 are names, streets and towns spelt letter by letter: this
   # 5-gram also holds the 117k words of the CMU Pronouncing Dictionary (pocketsphinx's copy)
-  # spelt out, one a sentence, with the transcripts counted 100 times (RESULTS.md, session 13).
+  # spelt out, one a sentence, with the transcripts counted 100 times (RESULTS.md).
   $asr lm build --text "$data_dir/train.jsonl" "$data_dir/words.txt" --order 5 \
     --spell cmudict --text-copies 100 --out "$exp_dir/lm-spell"
   $asr tune-decoder --model "$exp_dir/best.pt" --manifest "$data_dir/dev.jsonl" \
