@@ -1,5 +1,6 @@
-# The skeleton every recipes/<name>/run.sh sources: options, stages, corpus location, training
-# that resumes, LM + decoder tuning, evaluation into results.json, example transcripts.
+# The skeleton every recipes/<name>/run.sh sources: options, stages, corpus location, checks of
+# what the LM stage needs (before training), training that resumes, LM + decoder tuning,
+# evaluation into results.json (written by `asr train` and `asr evaluate`), example transcripts.
 #
 # A recipe (see recipes/yesno/run.sh, the smallest):
 #
@@ -137,34 +138,14 @@ corpus_args() {
 
 # train_or_resume CONFIG TRAIN_MANIFESTS DEV_MANIFEST: train from CONFIG (TRAIN_MANIFESTS may be
 # a comma-separated list), or continue with --resume when $exp_dir/last.pt exists; both with
-# the overrides. The wall time is printed and stored under "training" in results.json.
+# the overrides. `asr train --results` stores the wall time under "training" in results.json.
 train_or_resume() {
-  local start resumed=false
-  start=$(date +%s)
   if [ -f "$exp_dir/last.pt" ]; then
-    resumed=true
-    $asr train --out-dir "$exp_dir" --resume "${overrides[@]}"
+    $asr train --out-dir "$exp_dir" --resume --results "$exp_dir/results.json" "${overrides[@]}"
   else
-    $asr train --config "$1" --out-dir "$exp_dir" \
+    $asr train --config "$1" --out-dir "$exp_dir" --results "$exp_dir/results.json" \
       data.train_manifest="$2" data.dev_manifest="$3" "${overrides[@]}"
   fi
-  local seconds=$(( $(date +%s) - start ))
-  echo "training wall time: $seconds s"
-  python3 - "$exp_dir/results.json" "$seconds" "$resumed" <<'EOF'
-import json, os, sys
-path, seconds, resumed = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "true"
-results = json.load(open(path)) if os.path.exists(path) else {}
-before = results.get("training", {}) if resumed else {}
-results["training"] = {
-    "wall_seconds": before.get("wall_seconds", 0) + seconds,  # all runs since the first
-    "last_run_seconds": seconds,
-    "runs": before.get("runs", 0) + 1,
-}
-with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
-    f.write("\n")
-os.replace(path + ".tmp", path)
-EOF
 }
 
 # lm_and_tune ORDER TEXT DEV_MANIFEST: an ORDER-gram word LM (and lexicon) of TEXT (a file or
