@@ -90,14 +90,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume:
         base, why = config_for_data(args.data) if args.data is not None else (None, None)
         cfg = load_config(args.config, args.overrides, base=base)
+        dev = Path(args.data or ".") / "dev.jsonl"
+        if args.data is not None and not cfg.data.dev_manifest and not dev.is_file():
+            return _fail(
+                f"{dev}: no such manifest; training measures its WER to keep the best "
+                "checkpoint: prepare the data again with a --dev-fraction above 0, or give "
+                "data.dev_manifest=FILE"
+            )
         if why and speaks:
             print(f"{why}: {describe_run(cfg)} (--config and section.key=value set any field)")
-        if args.data is not None and not cfg.data.dev_manifest:
-            return _fail(
-                f"{Path(args.data) / 'dev.jsonl'}: no such manifest; training measures its WER "
-                "to keep the best checkpoint: prepare the data again with a --dev-fraction "
-                "above 0, or give data.dev_manifest=FILE"
-            )
     try:
         start = time.monotonic()
         result = train(cfg, args.out_dir, resume=args.resume, overrides=args.overrides)
