@@ -156,6 +156,13 @@ PREROLL_SECONDS = 1.0
 # An MP4/MOV header that declares more audio than the stream holds, by more than this, marks a
 # file cut short.
 TRUNCATED_SECONDS = 0.05
+# FFmpeg's demuxers (by name) whose headers declare the audio's length: MP4/MOV's counts its
+# samples; Matroska/WebM's is in milliseconds (absent in a file recorded live). For the others
+# (raw AAC, AMR, AC-3 streams) FFmpeg estimates it from the bit rate: the samples are counted.
+MP4_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
+HEADER_DURATION_DEMUXERS = frozenset(
+    {MP4_DEMUXER, "matroska,webm", "asf", "avi", "wav", "w64", "caf", "flac", "ogg", "aiff"}
+)
 
 _noted: set[str] = set()
 
@@ -202,16 +209,22 @@ class _Decoder:
             )
         self.av = av
         self._open()
-        self.frames: int | None = None
-        self.exact = False
+        self.frames = self._header_frames()
+        self.exact = self.frames is not None and self.container.format.name == MP4_DEMUXER
+
+    def _header_frames(self) -> int | None:
+        """The audio's length in samples at `rate` as the header declares it, if it does."""
+        if self.container.format.name not in HEADER_DURATION_DEMUXERS:
+            return None
         tb = self.stream.time_base
-        tagged = _tag_seconds(self.stream.metadata.get("DURATION"))
         if self.stream.duration and tb:
-            self.frames, self.exact = round(self.stream.duration * tb * self.rate), True
-        elif tagged is not None:  # Matroska's per-track tag: the audio's, not a video's
-            self.frames = round(tagged * self.rate)
-        elif self.container.duration:
-            self.frames = round(self.container.duration * self.rate / av.time_base)
+            return round(self.stream.duration * tb * self.rate)
+        tagged = _tag_seconds(self.stream.metadata.get("DURATION"))
+        if tagged is not None:  # Matroska's per-track tag: the audio's, not a video's
+            return round(tagged * self.rate)
+        if self.container.duration:
+            return round(self.container.duration * self.rate / self.av.time_base)
+        return None
 
     def _fail(self, cause: str) -> AudioError:
         """The error to raise: libsndfile's when it knew the format, else FFmpeg's `cause`."""
@@ -267,6 +280,7 @@ class _Decoder:
 
     def __exit__(self, *exc: object) -> None:
         self.container.close()
+        self._frames = None  # the generator refers to self: free both now, not at the next gc
 
     def _seek(self, start: int) -> tuple[Iterator[tuple[int | None, np.ndarray, int]], int]:
         """Frames from a point at most PREROLL_SECONDS before sample `start`, and the index of
