@@ -1,12 +1,14 @@
 """Long recordings -> segments at pauses, found by a voice-activity detector (WebRTC's).
 
-A file is read in blocks and resampled block by block to 8 kHz (`asr.audio.read_blocks`); every
-30 ms frame is classed speech or not by the WebRTC VAD, and every 10 ms frame gets its log
-energy. Speech runs closer than `min_pause` are merged, padded by `pad` on each side, and a run
-longer than `max_seconds` is cut at its quietest point (lowest mean log energy over 0.1 s), so a
-word is not cut in two. The defaults were chosen on 40 AN4 test utterances joined with
-0.3-1.5 s pauses of low noise (bench/long_audio.py builds such files), by the WER of the joined
-file against the utterances one by one (11.9%): mode 3 with 0.5 s pauses and pads gave 12.7%;
+A file is read in blocks and resampled block by block to 8 kHz (`asr.audio.read_blocks`:
+libsndfile's blocks, or the frames FFmpeg decodes from an m4a, mp4, webm, ... gathered into
+blocks, so no format is ever decoded whole); every 30 ms frame is classed speech or not by the
+WebRTC VAD, and every 10 ms frame gets its log energy. Speech runs closer than `min_pause`
+are merged, padded by `pad` on each side, and a run longer than `max_seconds` is cut at its
+quietest point (lowest mean log energy over 0.1 s), so a word is not cut in two. The
+defaults were chosen on 40 AN4 test utterances joined with 0.3-1.5 s pauses of low noise
+(bench/long_audio.py builds such files), by the WER of the joined file against the utterances
+one by one (11.9%): mode 3 with 0.5 s pauses and pads gave 12.7%;
 modes 0-2 took the noise between utterances for speech, so long runs were cut at their
 quietest points, often inside an utterance (18-20%); shorter pauses split utterances at the
 gaps between spelled letters, and a model without the context does worse (14-17%).

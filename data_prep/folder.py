@@ -1,7 +1,8 @@
 """A folder of the user's own recordings: `asr prepare folder --source DIR --out-dir OUT`.
 
-The audio files are found recursively (the suffixes `asr transcribe` reads: .wav, .flac, .ogg,
-.mp3, .sph, .opus, .aiff, .aif, .au, any case). Their text comes either from
+The audio files are found recursively (the suffixes `asr transcribe` reads, any case:
+`asr.audio.AUDIO_SUFFIXES`: .wav, .flac, .ogg, .mp3, .opus, ... through libsndfile; .m4a,
+.mp4, .mov, .webm, .mkv, ... through PyAV, the `formats` extra). Their text comes either from
 
 - a sidecar: `talks/day1/a.wav` is said by `talks/day1/a.txt` (UTF-8; its words on one or
   more lines, joined by single spaces), or
@@ -23,13 +24,13 @@ line), the others are written, and the command then exits with status 1 listing 
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterable
 from pathlib import Path
 
-from asr.audio import MAX_SECONDS, AudioError, audio_duration, check_samples
+from asr.audio import AUDIO_SUFFIXES, MAX_SECONDS, AudioError, audio_duration, check_samples
 from asr.data import Utterance
 from asr.datasets import Dataset, Option
-from asr.transcribe import AUDIO_SUFFIXES
 from data_prep.split import SPLIT_OPTIONS, Entry, ImporterError, SplitConfig, write_split
 
 
@@ -76,8 +77,23 @@ def sidecar_texts(folder: Path, audio: list[Path]) -> tuple[dict[Path, str], lis
         texts[paths[0]] = text
     for txt in sorted(folder.rglob("*.txt")):
         if txt not in claims:
-            problems.append(f"{txt}: transcript with no audio file of the same name")
+            problems.append(_unclaimed(txt))
     return texts, problems
+
+
+def _unclaimed(txt: Path) -> str:
+    """The problem with a sidecar no audio file claims: none of the same name, or one whose
+    suffix is not an audio format read."""
+    others = sorted(
+        p for p in txt.parent.glob(f"{glob.escape(txt.stem)}.*") if p != txt and p.is_file()
+    )
+    if not others:
+        return f"{txt}: transcript with no audio file of the same name"
+    names = ", ".join(p.name for p in others)
+    return (
+        f"{txt}: transcript beside {names}, whose format is not supported as audio (the "
+        f"suffixes read: {', '.join(sorted(AUDIO_SUFFIXES))})"
+    )
 
 
 def _lookup_names(folder: Path, audio: Iterable[Path]) -> dict[str, list[Path]]:
