@@ -286,8 +286,9 @@ def corpus_size(manifest: Path) -> CorpusSize:
 def config_for_data(folder: str | Path) -> tuple[ExperimentConfig, str]:
     """A first config for the manifests `asr prepare` wrote in `folder`: train.jsonl, and
     dev.jsonl when there (else data.dev_manifest stays unset), with the model, epochs, batch
-    size and features sized to the training audio (SIZED_SETTINGS). Returns it and one line
-    saying what was chosen and why. ConfigError when there is no train.jsonl."""
+    size and features sized to the training audio (SIZED_SETTINGS). Returns it and the
+    start of a log line saying why: the amount of audio and its size class (`describe_run`
+    gives the rest). ConfigError when there is no train.jsonl."""
     folder = Path(folder)
     train_manifest, dev_manifest = folder / "train.jsonl", folder / "dev.jsonl"
     if not train_manifest.is_file():
@@ -311,17 +312,23 @@ def config_for_data(folder: str | Path) -> tuple[ExperimentConfig, str]:
     )
     if 0 < size.sample_rate < cfg.features.sample_rate:
         cfg.features.sample_rate, cfg.features.n_mels = size.sample_rate, LOW_RATE_MELS
-    m = cfg.model
     under = f"under {limit:g} h" if math.isfinite(limit) else f"{SIZED_SETTINGS[-2][0]:g} h or more"
     amount = f"{size.hours:.2f} h" if size.hours >= 1 else f"{size.seconds / 60:.1f} min"
-    note = (
-        f"{train_manifest}: {size.utterances} utterances, {amount}: settings for "
-        f"{under} of audio: {m.num_layers} x {m.hidden_size} {m.rnn_type.upper()}"
-        f" (subsample {m.subsample}), {cfg.train.epochs} epochs, lr {cfg.train.lr:g}, "
-        f"batches of {cfg.data.batch_seconds:g} s, {cfg.features.sample_rate} Hz "
-        f"{cfg.features.n_mels} mels (--config and section.key=value override any of them)"
+    return cfg, f"{train_manifest}: {size.utterances} utterances, {amount}: sized for {under}"
+
+
+def describe_run(cfg: ExperimentConfig) -> str:
+    """The settings a reader of a training log wants first, in one line.
+
+    >>> describe_run(ExperimentConfig())
+    '3 x 256 GRU (subsample 2), 30 epochs, lr 0.001, batches of 120 s, 16000 Hz 80 mels'
+    """
+    m, tc = cfg.model, cfg.train
+    return (
+        f"{m.num_layers} x {m.hidden_size} {m.rnn_type.upper()} (subsample {m.subsample}), "
+        f"{tc.epochs} epochs, lr {tc.lr:g}, batches of {cfg.data.batch_seconds:g} s, "
+        f"{cfg.features.sample_rate} Hz {cfg.features.n_mels} mels"
     )
-    return cfg, note
 
 
 def to_dict(cfg: ExperimentConfig) -> dict:

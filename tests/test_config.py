@@ -8,6 +8,7 @@ from asr.config import (
     ConfigError,
     ExperimentConfig,
     config_for_data,
+    describe_run,
     from_dict,
     load_config,
     to_dict,
@@ -184,10 +185,10 @@ def test_config_for_data_sizes_the_run_to_the_audio(tmp_path):
     seconds = sum(u.duration for u in utts)
     batch = round(max(seconds / 20, max(u.duration for u in utts)), 1)
     assert cfg.data.batch_seconds == batch
-    assert note == (
-        f"{data / 'train.jsonl'}: 12 utterances, {seconds / 60:.1f} min: settings for under "
-        f"0.25 h of audio: 1 x 64 GRU (subsample 4), 40 epochs, lr 0.01, batches of {batch:g} "
-        "s, 8000 Hz 40 mels (--config and section.key=value override any of them)"
+    minutes = f"{seconds / 60:.1f} min"
+    assert note == f"{data / 'train.jsonl'}: 12 utterances, {minutes}: sized for under 0.25 h"
+    assert describe_run(cfg) == (
+        f"1 x 64 GRU (subsample 4), 40 epochs, lr 0.01, batches of {batch:g} s, 8000 Hz 40 mels"
     )
     # 10 hours (the audio is not on disk: the default sample rate stays), and a dev manifest
     ten_hours = [Utterance(str(tmp_path / f"{i}.wav"), 100.0, "a") for i in range(360)]
@@ -201,11 +202,11 @@ def test_config_for_data_sizes_the_run_to_the_audio(tmp_path):
         16000,
         80,
     )
-    assert "360 utterances, 10.00 h: settings for under 20 h of audio: 4 x 512 GRU" in note
+    assert note.endswith(": 360 utterances, 10.00 h: sized for under 20 h")
     write_manifest(data / "train.jsonl", [Utterance("long.wav", 3600.0, "a")] * 500)
     cfg, note = config_for_data(data)
     assert (cfg.model.rnn_type, cfg.model.num_layers, cfg.model.hidden_size) == ("lstm", 5, 1024)
-    assert "500.00 h: settings for 200 h or more of audio" in note
+    assert note.endswith(": 500 utterances, 500.00 h: sized for 200 h or more")
 
 
 def test_sized_settings_give_way_to_a_config_file_and_overrides(tmp_path):
