@@ -297,6 +297,24 @@ def test_a_webm_recorded_live_has_its_duration_counted_with_a_note(tmp_path, cap
     assert load_audio(path, 48000).shape == (len(wav),)
 
 
+@needs_av
+def test_a_raw_aac_stream_is_counted_not_guessed(tmp_path, capsys):
+    """ADTS (.aac) has no header length: FFmpeg guesses one from the first packets' bit rate
+    (here 3.5 s: loud first, then quiet), which must neither cut the audio nor be reported."""
+    rng = np.random.default_rng(7)
+    wav = np.concatenate([0.3 * rng.standard_normal(16000 * 3), np.zeros(16000 * 12)])
+    wav[-800:] = 0.5  # a last loud 50 ms, which a cut would lose
+    path = encode(
+        tmp_path / "quiet_end.aac", wav.astype(np.float32), 16000, "aac", container="adts"
+    )
+    decoded = load_audio(path, 16000).numpy()
+    priming = 1024  # samples raw AAC keeps before the audio (MP4 says to drop them; ADTS cannot)
+    assert len(wav) + priming <= len(decoded) <= len(wav) + 3 * 1024
+    assert np.abs(decoded[-3 * 1024 :]).max() > 0.3
+    assert audio_duration(path) == len(decoded) / 16000
+    assert "no duration in its header; measured by decoding" in capsys.readouterr().err
+
+
 # --- without PyAV ---------------------------------------------------------------------------
 
 
