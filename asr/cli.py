@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def _add_decoder_arguments(p: argparse.ArgumentParser, tuning: bool = False) -> 
     g.add_argument(
         "--beam-size",
         type=int,
-        help=f"hypotheses kept per frame (default {BeamConfig.beam_size})",
+        help=f"hypotheses kept per frame (default {BeamConfig.beam_size}; needs --lm or --lexicon)",
     )
     if not tuning:
         g.add_argument("--lm-weight", type=float, help="LM weight (default: tuned, or 0.5)")
@@ -265,11 +266,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         max_seconds=args.max_segment_seconds,
         min_seconds=min(2.0, args.max_segment_seconds / 4),
     )
-    order = {f: i for i, f in enumerate(files)}
     timestamps = args.format != "text"
-    results = transcriber.transcribe_files(files, timestamps=timestamps)
     written = 0
-    for r in sorted(results, key=lambda r: order[r.path]):
+    for r in transcriber.transcribe_files(files, timestamps=timestamps):  # (in input order)
         if r.error is not None:
             problems.append(r.error)
         elif args.out_dir:
@@ -817,10 +816,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one `asr: warning:` line (the library's warnings name the file and cause)."""
+    print(f"asr: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # (restores the warning display on return)
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            return args.func(args)
     except KeyboardInterrupt:
         return 130
     except USER_ERRORS as err:

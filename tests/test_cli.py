@@ -62,6 +62,16 @@ def test_transcribe_goes_on_past_bad_files(trained, tmp_path, capsys):
     assert "3 input(s) failed, 1 transcribed" in err
 
 
+def test_a_warning_is_one_asr_line(trained, tmp_path, capsys):
+    model, manifest = trained
+    audio, rate = sf.read(read_manifest(manifest)[0].audio_filepath)
+    low = tmp_path / "low.wav"
+    sf.write(low, audio[::2], rate // 2)  # below the model's rate: upsampled, with a warning
+    assert main(["transcribe", "--model", str(model), str(low)]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"asr: warning: {low}: {rate // 2} Hz audio upsampled to the model's ")
+
+
 def test_transcribe_a_folder(trained, capsys):
     model, manifest = trained
     assert main(["transcribe", "--model", str(model), str(manifest.parent)]) == 0
@@ -311,6 +321,9 @@ def test_transcribe_refuses_inconsistent_options(trained, tmp_path, capsys):
     assert "--nbest needs beam search" in capsys.readouterr().err
     assert main(["transcribe", "--model", str(model), "--lm-weight", "1", wav]) == 1
     assert "--lm-weight and --word-score need --lm" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(model), "--beam-size", "8", wav]) == 1
+    err = capsys.readouterr().err
+    assert "--beam-size needs --lm or --lexicon (without them, decoding is greedy)" in err
     missing = tmp_path / "missing.arpa"
     assert main(["transcribe", "--model", str(model), "--lm", str(missing), wav]) == 1
     err = capsys.readouterr().err.strip()
