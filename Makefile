@@ -18,19 +18,24 @@ apt_install = if dpkg -s $(1) >/dev/null 2>&1; then :; \
 # The toolkit with its test and development extras; then, as root on Debian/Ubuntu, what
 # building KenLM for the language-model stages needs (cmake, make, g++, the Boost and zlib
 # headers: asr.lm.KENLM_DEBS; Debian has no KenLM package).
-install: $(VENV)/.installed
+# LM_BUILD is made once those packages are all there (until then, each run tries again).
+LM_BUILD := $(VENV)/.installed-lm-build
+install: $(VENV)/.installed $(LM_BUILD)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[dev]"
-	@debs="$$($(BIN)/python -c 'from asr.lm import KENLM_DEBS; print(*KENLM_DEBS)')" && \
-		$(call apt_install,$$debs,building KenLM (asr lm))
 	touch $@
+
+$(LM_BUILD): $(VENV)/.installed asr/lm.py
+	@debs="$$($(BIN)/python -c 'from asr.lm import KENLM_DEBS; print(*KENLM_DEBS)')" && \
+		$(call apt_install,$$debs,building KenLM (asr lm)) && \
+		if dpkg -s $$debs >/dev/null 2>&1; then touch $@; fi
 
 # Speech engines: piper from PyPI; flite and espeak-ng from Debian's packages when we are root
 # on Debian/Ubuntu (otherwise the recipe goes on with the engines that are there).
-install-synth: $(VENV)/.installed-synth
+install-synth: $(VENV)/.installed-synth $(LM_BUILD)
 
 $(VENV)/.installed-synth: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev,synth]"
