@@ -9,6 +9,7 @@ the number of bars on it (training's one bar per epoch included), and, for a bar
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import weakref
@@ -30,16 +31,22 @@ class LogLines(tqdm):
         # (set before tqdm's __init__, which displays the opening line)
         self._stream = kwargs.get("file") or sys.stderr
         self._last_line = kwargs.get("leave", True)
+        self._own_last: float | None = None
         super().__init__(*args, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None, force: bool = False) -> bool:
         if msg == "":  # tqdm clearing its line: nothing to clear in a log
             return False
         now = time.monotonic()
-        last = _last_line_at.get(self._stream)
+        try:
+            last = _last_line_at.get(self._stream)
+        except TypeError:  # a stream that takes no weak reference: this bar's own clock
+            last = self._own_last
         if not force and last is not None and now - last < self.mininterval:
             return False  # set_postfix and friends redraw on every call
-        _last_line_at[self._stream] = now
+        self._own_last = now
+        with contextlib.suppress(TypeError):
+            _last_line_at[self._stream] = now
         self.fp.write((self.__str__() if msg is None else msg) + "\n")
         self.fp.flush()
         return True

@@ -58,3 +58,27 @@ def test_terminal_gets_a_redrawn_bar():
     assert not isinstance(bar, LogLines)
     list(bar)
     assert "\r" in term.getvalue()
+
+
+class SlottedStream:
+    """A file-like object that takes no weak reference."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        if text:
+            self.lines.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_stream_without_weak_references_gets_each_bar_its_own_interval():
+    stream = SlottedStream()
+    for epoch in range(3):
+        for _ in progress_bar(range(5), desc=f"epoch {epoch + 1}", file=stream, leave=False):
+            pass
+    assert [line.split(":")[0] for line in stream.lines] == ["epoch 1", "epoch 2", "epoch 3"]
