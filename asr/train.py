@@ -360,9 +360,8 @@ class Trainer:
 
     def _workers(self) -> int:
         """data.num_workers, but on the CPU no more than the cores torch's threads leave free:
-        loader processes on the cores torch computes on stall its threads (on 2 cores with 2
-        threads, bench/train_throughput.py measured 79% of the bare step's speed with 2
-        workers, 65% with 1, 91% with none)."""
+        loader processes on the cores torch computes on stall its threads (measured by
+        bench/train_throughput.py: docs/benchmarks.md, "Training throughput")."""
         workers = self.cfg.data.num_workers
         if self.device.type == "cpu":
             free = (os.cpu_count() or 1) - torch.get_num_threads()
