@@ -415,3 +415,29 @@ def test_a_manifest_segment_of_an_m4a_loads_as_training_reads_it(tmp_path):
     for utt, item in zip(utts, (dataset[0], dataset[1]), strict=True):
         start = round(utt.offset * 16000)
         np.testing.assert_array_equal(item["wav"].numpy(), whole[start : start + 16000])
+
+
+@needs_av
+@pytest.mark.slow
+def test_the_formats_benchmark_runs(tmp_path):
+    """bench/audio_formats.py as a user runs it, on tone utterances and an untrained model."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, make_tone_corpus
+
+    make_tone_corpus(tmp_path / "tones", sample_rate=16000)
+    model = make_checkpoint(tmp_path / "model.pt", sample_rate=16000)
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "audio_formats.py"), "--minutes", "0.5"]
+    cmd += ["--wavs", str(tmp_path / "tones" / "*.wav"), "--model", str(model), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["audio_seconds"] >= 30 and list(result["files"]) == ["wav", "m4a", "webm"]
+    for name, row in result["files"].items():
+        assert row["segments"] > 0 and row["wall_s"] > 0 and row["peak_rss_mb"] > 0
+        assert name == "wav" or isinstance(row["same_text_as_wav"], bool)
+    assert "| m4a |" in run.stdout
