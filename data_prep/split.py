@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr.data import Utterance, write_manifest
-from asr.datasets import DatasetError, Option
+from asr.datasets import DatasetError, Manifests, Option
 
 SPLITS = ("train", "dev", "test")
 
@@ -195,9 +195,10 @@ def write_split(
     config: SplitConfig,
     source: Path,
     notes: Sequence[str] = (),
-) -> dict[str, Path]:
+) -> Manifests:
     """Split the good entries and write `out_dir/{train,dev,test}.jsonl` (a set with fraction
-    0 is not written, and an earlier run's file of that name removed); returns {set: path}.
+    0 is not written, and an earlier run's file of that name removed); returns {set: path},
+    with `.speakers` ({set: number of speakers}) when every entry names its speaker.
 
     Then, when some entries were bad, SkippedEntries listing them all (the manifests hold the
     good ones), and the `notes` (how to fix them) after them. ImporterError, writing nothing,
@@ -210,7 +211,7 @@ def write_split(
         parts = split_entries(entries, config)
     except ImporterError as err:
         raise ImporterError(_report(f"{source}: {err}", tail)) from None
-    manifests = {}
+    manifests = Manifests()
     for name in SPLITS:
         path = Path(out_dir) / f"{name}.jsonl"
         if name != "train" and not parts[name]:
@@ -218,6 +219,8 @@ def write_split(
             continue
         manifests[name] = path
         write_manifest(path, [e.utterance for e in parts[name]])
+    if all(e.speaker is not None for e in entries):
+        manifests.speakers = {n: len({e.speaker for e in parts[n]}) for n in manifests}
     if problems:
         counts = ", ".join(f"{len(parts[n])} {n}" for n in manifests)
         summary = (

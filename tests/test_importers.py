@@ -154,6 +154,21 @@ def test_folder_speaker_folders_keep_each_speaker_on_one_side(tmp_path: Path):
         assert all(r["text"].split()[0] in who[name] for r in part)
 
 
+def test_speaker_split_reports_speakers_per_set(tmp_path: Path, capsys: pytest.CaptureFixture):
+    src = tmp_path / "recordings"
+    for speaker in ("alice", "bob", "carol", "dave"):
+        for i in range(2):
+            write_audio(src / speaker / f"{i}.wav", 0.5, seed=i).with_suffix(".txt").write_text("a")
+    out = tmp_path / "out"
+    argv = ["prepare", "folder", str(src), "--speaker-folders", "--out-dir", str(out)]
+
+    assert main([*argv, "--dev-fraction", "0.25", "--test-fraction", "0.25"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "asr: prepared 8 utterances (4.0 s): 4 train (2 speakers, 2.0 s), "
+        "2 dev (1 speaker, 1.0 s), 2 test (1 speaker, 1.0 s)"
+    ]
+
+
 def test_folder_reports_every_bad_file_and_writes_the_good_ones(tmp_path: Path):
     src = tmp_path / "recordings"
     for name in ("good1", "good2"):
