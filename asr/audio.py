@@ -501,6 +501,20 @@ def audio_duration(path: str | Path) -> float:
     return frames / rate
 
 
+def audio_sample_rate(path: str | Path) -> int:
+    """The rate (Hz) a file's audio decodes at, from its header (FFmpeg's formats: from the
+    first decoded frame; Opus always decodes at 48 kHz). AudioError when it cannot be read."""
+    path = Path(path)
+    _check_readable(path)
+    try:
+        with _open(path, "audio header") as f:
+            return f.rate if isinstance(f, _Decoder) else f.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if isinstance(err, AudioError):
+            raise
+        raise AudioError(f"{path}: cannot read audio header ({err})") from None
+
+
 def segment_duration(path: str | Path, offset: float = 0.0, duration: float | None = None) -> float:
     """Seconds of audio `load_audio(path, ..., offset=, duration=)` reads, from the header alone.
 

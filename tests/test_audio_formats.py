@@ -14,7 +14,14 @@ import pytest
 import soundfile as sf
 
 import asr.audio
-from asr.audio import FORMATS_EXTRA, AudioError, audio_duration, load_audio, read_blocks
+from asr.audio import (
+    FORMATS_EXTRA,
+    AudioError,
+    audio_duration,
+    audio_sample_rate,
+    load_audio,
+    read_blocks,
+)
 from asr.cli import main
 from asr.data import Utterance, read_manifest, write_manifest
 from asr.segmenter import SegmenterConfig
@@ -113,6 +120,19 @@ def test_each_format_decodes_to_its_source(tmp_path, suffix, codec, rate, channe
         assert np.corrcoef(decoded, source)[0, 1] >= 0.995
         assert np.std(decoded) == pytest.approx(np.std(source), rel=0.05)
     assert audio_duration(path) == pytest.approx(len(source) / rate, abs=0.01)
+
+
+@needs_av
+def test_the_sample_rate_is_the_decoded_audio_s(tmp_path):
+    """What the audio decodes at: the encoder's rate for AAC and FLAC, 48 kHz for any Opus."""
+    sf.write(tmp_path / "a.wav", spoken(8000, 1), 8000)
+    assert audio_sample_rate(tmp_path / "a.wav") == 8000
+    for suffix, codec, rate, channels, video in FORMATS:
+        path, _ = write_format(tmp_path, suffix, codec, rate, channels, video)
+        assert audio_sample_rate(path) == (48000 if codec == "libopus" else rate), path.name
+    (tmp_path / "zero.m4a").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty file"):
+        audio_sample_rate(tmp_path / "zero.m4a")
 
 
 @needs_av
