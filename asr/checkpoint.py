@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from asr.config import ConfigError, known_fields
 from asr.features import FeatureConfig
 from asr.model import ModelConfig, Recogniser
 from asr.tokenizers import Tokenizer, tokenizer_from_state
@@ -227,12 +228,15 @@ def recogniser_from_state(state: dict) -> tuple[Recogniser, Tokenizer]:
     name = getattr(state, "path", None) or "checkpoint"
     try:
         cfg = state["config"]
-        model = Recogniser(FeatureConfig(**cfg["features"]), ModelConfig(**cfg["model"]))
+        features = FeatureConfig(**known_fields("features", cfg["features"], str(name)))
+        model = Recogniser(features, ModelConfig(**known_fields("model", cfg["model"], str(name))))
         weights, tokenizer_state = state["model"], state["tokenizer"]
     except KeyError as err:
         raise CheckpointError(f"{name}: not a model checkpoint (no {err} in it)") from None
     except TypeError as err:  # a config field this version does not know, or lacks
         raise CheckpointError(f"{name}: model config of another version ({err})") from None
+    except ConfigError as err:  # a removed option that is on
+        raise CheckpointError(str(err)) from None
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:  # missing / unexpected keys, or a size mismatch

@@ -52,18 +52,12 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16
     spec_augment: bool = True  # SpecAugment masks during training
     wave_augment: bool = False  # speed / gain / noise perturbation of training audio
-    # Intermediate CTC (Lee & Watanabe 2021): the output layer also reads the output of this
-    # recurrent layer (1 .. model.num_layers - 1; 0 = off), and the loss is
-    # (1 - inter_ctc_weight) x CTC of the last layer + inter_ctc_weight x CTC of this one.
-    # Training only: no new weights, the same model at inference.
-    inter_ctc_layer: int = 0
-    inter_ctc_weight: float = 0.3
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0 = once per epoch)
     # At the end, also score the mean of the weights at the last N validations; it becomes
     # best.pt if its dev WER is lower (0 or 1 = off)
     average_last: int = 0
     # That mean becomes best.pt whatever its dev WER (dev then only tunes the decoder): with a
-    # small dev set the lowest dev WER of a run is partly chance (recipes/an4/RESULTS.md)
+    # small dev set the lowest dev WER of a run is partly chance
     keep_average: bool = False
     validate_every_epochs: int = 1  # dev-set WER every N epochs (and always after the last)
     accumulate: int = 1  # global batches (data.batch_seconds each) per optimizer step
@@ -125,12 +119,47 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+# Options that were removed after they measured no gain (the ablation table of
+# recipes/an4/RESULTS.md): section.key -> a test of the values that meant "off". Configs saved
+# in checkpoints (and older config files) name them; at such a value they are passed over, at
+# any other they are refused.
+REMOVED_OPTIONS: dict[str, typing.Callable[[Any], bool]] = {
+    "train.inter_ctc_layer": lambda v: v == 0,
+    "train.inter_ctc_weight": lambda v: True,  # used only with an inter_ctc_layer
+    "spec_augment.freq_warp": lambda v: v == 0,
+    "spec_augment.freq_warp_boundary": lambda v: True,  # used only with a freq_warp
+    "features.utterance_cmn": lambda v: v is False or str(v).lower() in ("false", "0", "no"),
+}
+
+
+def is_removed(section: str, key: str, value: Any, where: str) -> bool:
+    """True when section.key is a removed option left at a value that meant "off" (to be
+    passed over); ConfigError naming it when it is set to anything else; False otherwise."""
+    off = REMOVED_OPTIONS.get(f"{section}.{key}")
+    if off is None:
+        return False
+    if not off(value):
+        raise ConfigError(
+            f"{where}: {section}.{key}={value!r}: this option was removed (it measured no gain: "
+            "see the ablation table in recipes/an4/RESULTS.md)"
+        )
+    return True
+
+
+def known_fields(section: str, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """A saved config section (as `to_dict` wrote it) less the removed options left off;
+    ConfigError naming a removed option that is on."""
+    return {k: v for k, v in values.items() if not is_removed(section, k, v, where)}
+
+
 def _apply(cfg: ExperimentConfig, section: str, key: str, value: Any, where: str) -> None:
     sub = getattr(cfg, section, None)
     if sub is None or not dataclasses.is_dataclass(sub):
         raise ConfigError(f"{where}: unknown section {section!r}")
     hints = _field_types(type(sub))
     if key not in hints:
+        if is_removed(section, key, value, where):
+            return
         raise ConfigError(f"{where}: unknown key {section}.{key}")
     setattr(sub, key, _coerce(value, hints[key], f"{where}: {section}.{key}"))
 
@@ -171,26 +200,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
         cfg.model.__post_init__()  # re-check the fields ModelConfig validates
     except ValueError as err:
         raise ConfigError(f"model config: {err}") from None
-    check_inter_ctc(cfg)
     return cfg
-
-
-def check_inter_ctc(cfg: ExperimentConfig) -> None:
-    """ConfigError unless train.inter_ctc_layer names a layer below the last and the weight
-    is in (0, 1)."""
-    tc = cfg.train
-    if tc.inter_ctc_layer == 0:
-        return
-    if not 0 < tc.inter_ctc_layer < cfg.model.num_layers:
-        raise ConfigError(
-            f"train.inter_ctc_layer={tc.inter_ctc_layer}: must be 0 (off) or a recurrent layer "
-            f"below the last (1 to {cfg.model.num_layers - 1} with model.num_layers="
-            f"{cfg.model.num_layers})"
-        )
-    if not 0.0 < tc.inter_ctc_weight < 1.0:
-        raise ConfigError(
-            f"train.inter_ctc_weight={tc.inter_ctc_weight}: must be between 0 and 1 (exclusive)"
-        )
 
 
 # Settings for a first run on a corpus of up to so many hours of training audio, after the
@@ -335,9 +345,10 @@ def to_dict(cfg: ExperimentConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(d: dict) -> ExperimentConfig:
+def from_dict(d: dict, where: str = "checkpoint") -> ExperimentConfig:
+    """The config `to_dict` saved; `where` (the checkpoint's path) names it in errors."""
     cfg = ExperimentConfig()
     for section, values in d.items():
         for key, value in values.items():
-            _apply(cfg, section, key, value, "checkpoint")
+            _apply(cfg, section, key, value, where)
     return cfg

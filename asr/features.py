@@ -20,10 +20,6 @@ class FeatureConfig:
     f_max: float | None = None  # highest filter edge, Hz (None = Nyquist)
     # Scale every utterance to the same RMS before the log-mel, so recording level cannot matter.
     normalize_level: bool = True
-    # Subtract each utterance's own mean log-mel (per channel, over its frames) before the global
-    # CMVN: a fixed microphone or channel response becomes a constant offset in log-mel, and this
-    # removes it. Needs the whole utterance (or segment) before the first frame is normalised.
-    utterance_cmn: bool = False
 
     @property
     def hop_length(self) -> int:
@@ -51,12 +47,6 @@ class SpecAugmentConfig:
     time_masks: int = 2  # time masks per utterance
     time_width: int = 20  # widest time mask, in frames
     time_max_ratio: float = 0.1  # a time mask never covers more than this share of the batch length
-    # Vocal-tract length perturbation (Jaitly & Hinton 2013, "VTLP"): each utterance's frequency
-    # axis is scaled by a factor drawn uniformly from [1 - freq_warp, 1 + freq_warp], up to
-    # `freq_warp_boundary` of the top filter edge, then linearly so that the top edge stays
-    # put (they used 0.9-1.1 and 4800 Hz of 8000). 0 = off.
-    freq_warp: float = 0.0
-    freq_warp_boundary: float = 0.6
 
 
 def num_frames(num_samples: torch.Tensor, hop_length: int) -> torch.Tensor:
@@ -110,7 +100,7 @@ class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
 
     forward(wavs (B, S)) -> mel power (B, n_mels, T), T = S // hop + 1: the parent's values (to
     float rounding) from the parent's buffers (window, filterbank), so state_dict keys and ONNX
-    export are unchanged. Two things make it about 2.5x faster than the parent on CPU:
+    export are unchanged. Two things make it faster than the parent on the CPU:
     - frames go through `CHUNK_FRAMES` at a time, so a chunk's frames, spectra and powers stay
       in cache (accelerators take the whole batch as one chunk);
     - each mel filter is a narrow triangle, so the filterbank product runs in `BANDS` blocks of
@@ -184,9 +174,8 @@ class LogMel(nn.Module):
         return torch.arange(t, device=frame_lens.device)[None, :] < frame_lens[:, None]  # (B, T)
 
     def raw(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel before the global CMVN (less each utterance's own mean with utterance_cmn):
-        (B, S) -> (B, T, n_mels), (B,). Runs in float32 always; padded frames hold no
-        meaningful value."""
+        """Log-mel before the global CMVN: (B, S) -> (B, T, n_mels), (B,). Runs in float32
+        always; padded frames hold no meaningful value."""
         wavs = wavs.float()
         if self.cfg.normalize_level:
             # The padding must be zero anyway (the last frames' STFT reads it), so the sum runs
@@ -198,10 +187,6 @@ class LogMel(nn.Module):
         with torch.autocast(wavs.device.type, enabled=False):
             mel = self.mel(wavs, frame_lens)  # (B, n_mels, T)
         feats = mel.clamp(min=1e-10).log().transpose(1, 2)  # (B, T, n_mels)
-        if self.cfg.utterance_cmn:
-            valid = self._valid(frame_lens, feats.shape[1])[..., None]  # (B, T, 1)
-            mean = feats.where(valid, 0).sum(1, keepdim=True)  # (B, 1, n_mels)
-            feats = feats - mean / frame_lens.clamp(min=1)[:, None, None]
         return feats, frame_lens
 
     def forward(
@@ -235,81 +220,15 @@ class LogMel(nn.Module):
         return int(total)
 
 
-def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-    """HTK's mel scale, torchaudio's default: 2595 log10(1 + f / 700)."""
-    return 2595.0 * torch.log10(1.0 + hz / 700.0)
-
-
-def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
-def mel_edges_hz(cfg: FeatureConfig) -> tuple[float, float]:
-    """The lowest and highest filter edges of `cfg`'s filterbank, Hz."""
-    return cfg.f_min, cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
-
-
-def vtlp_source_hz(
-    hz: torch.Tensor, factors: torch.Tensor, top: float, boundary: float
-) -> torch.Tensor:
-    """Where each frequency reads from under VTLP: (F,), (B,) -> (B, F) Hz.
-
-    f -> a f up to the cut `boundary * top * min(a, 1) / a`, then the straight line that
-    joins the cut to (top, top), so the top edge maps to itself (Jaitly & Hinton 2013).
-
-    >>> vtlp_source_hz(torch.tensor([1000.0, 8000.0]), torch.tensor([1.1, 0.9]), 8000.0, 0.6)
-    tensor([[1100., 8000.],
-            [ 900., 8000.]])
-    """
-    a = factors[:, None]  # (B, 1)
-    cut = boundary * top * a.clamp(max=1.0) / a  # (B, 1): below it, plain scaling
-    low = hz * a
-    slope = (top - cut * a) / (top - cut)
-    high = top - slope * (top - hz)
-    return torch.where(hz <= cut, low, high)
-
-
-def warp_frequency(
-    feats: torch.Tensor, factors: torch.Tensor, cfg: FeatureConfig, boundary: float
-) -> torch.Tensor:
-    """VTLP on log-mel features: (B, T, n_mels), (B,) -> (B, T, n_mels).
-
-    Channel m of utterance b takes the value at the frequency `vtlp_source_hz` maps its centre
-    to (factor > 1 reads higher: the spectrum moves down), linearly interpolated between the
-    two nearest channels (clamped at the ends). Factor 1 leaves the features unchanged.
-    """
-    n_mels = feats.shape[-1]
-    lo, hi = mel_edges_hz(cfg)
-    mel_lo, mel_hi = (hz_to_mel(torch.tensor(f, dtype=torch.float64)) for f in (lo, hi))
-    spacing = (mel_hi - mel_lo) / (n_mels + 1)  # centres: mel_lo + (m + 1) * spacing
-    centres = mel_to_hz(mel_lo + spacing * torch.arange(1, n_mels + 1, dtype=torch.float64))
-    source = vtlp_source_hz(centres, factors.double().cpu(), hi, boundary)  # (B, n_mels)
-    pos = ((hz_to_mel(source) - mel_lo) / spacing - 1).clamp(0, n_mels - 1)  # fractional index
-    left = pos.floor().long().clamp(max=n_mels - 2)  # (B, n_mels)
-    frac = (pos - left).to(feats.device, feats.dtype)[:, None, :]  # (B, 1, n_mels)
-    left = left.to(feats.device)[:, None, :].expand(-1, feats.shape[1], -1)  # (B, T, n_mels)
-    a, b = feats.gather(-1, left), feats.gather(-1, left + 1)
-    return a + (b - a) * frac
-
-
 class SpecAugment(nn.Module):
     """Frequency and time masks (Park et al. 2019), independent per utterance; training only.
-    With `freq_warp`, each utterance's frequency axis is first warped (VTLP, needs `features`).
 
     forward(feats (B, T, F)) -> (B, T, F). Masked values are 0, the CMVN mean.
     """
 
-    def __init__(self, cfg: SpecAugmentConfig, features: FeatureConfig | None = None):
+    def __init__(self, cfg: SpecAugmentConfig):
         super().__init__()
-        if cfg.freq_warp and features is None:
-            raise ValueError("spec_augment.freq_warp needs the feature settings (its mel scale)")
-        if not 0 <= cfg.freq_warp < 1 or not 0 < cfg.freq_warp_boundary < 1:
-            raise ValueError(
-                f"spec_augment.freq_warp must be in [0, 1) and freq_warp_boundary in (0, 1), "
-                f"got {cfg.freq_warp} and {cfg.freq_warp_boundary}"
-            )
         self.cfg = cfg
-        self.features = features
         self.freq = torchaudio.transforms.FrequencyMasking(cfg.freq_width, iid_masks=True)
         self.time = torchaudio.transforms.TimeMasking(
             cfg.time_width, iid_masks=True, p=cfg.time_max_ratio
@@ -318,10 +237,6 @@ class SpecAugment(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return feats
-        if self.cfg.freq_warp:
-            w = self.cfg.freq_warp
-            factors = torch.empty(feats.shape[0]).uniform_(1 - w, 1 + w)  # (B,)
-            feats = warp_frequency(feats, factors, self.features, self.cfg.freq_warp_boundary)
         x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
         for _ in range(self.cfg.freq_masks):
             x = self.freq(x)

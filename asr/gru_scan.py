@@ -11,9 +11,9 @@ of each weight gradient. `gru_layers` instead
 - back-propagates through time by hand (`_GRUScan`): one batched product per step, and the
   recurrent weights' gradient as one product over all steps at the end.
 Same function, same parameters (a checkpoint does not know which ran): outputs and
-gradients match `nn.GRU`'s to float rounding (tests/test_gru_scan.py). The AN4 recipe's
-training step takes 1.5x less time on a 2-core CPU (`bench/train_throughput.py`, `--nn-gru`
-for the packed nn.GRU; figures in the README).
+gradients match `nn.GRU`'s to float rounding (tests/test_gru_scan.py).
+`bench/train_throughput.py` times training steps with it and, with `--nn-gru`, with the packed
+nn.GRU.
 """
 
 from __future__ import annotations
@@ -115,15 +115,11 @@ def _reverse(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
 
 
-def gru_layers(
-    rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor, layers: range | None = None
-) -> torch.Tensor:
+def gru_layers(rnn: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """What `rnn` gives for a packed `x`: (B, T, input) -> (B, T, H * directions), zero padding.
 
     `lengths` (B,) are the valid frames of each utterance; initial states are zero. Dropout
     between layers as nn.GRU applies it (in training mode, not after the last layer).
-    `layers`: run only these consecutive layers of `rnn` (`x` is then the input of the first;
-    no dropout after the last of them).
     """
     batch, steps, _ = x.shape
     dirs = 2 if rnn.bidirectional else 1
@@ -132,8 +128,7 @@ def gru_layers(
     index = reversal_index(lengths, steps)
     valid = torch.arange(steps, device=x.device)[None, :] < lengths[:, None]  # (B, T)
     suffixes = ["", "_reverse"][:dirs]
-    layers = range(rnn.num_layers) if layers is None else layers
-    for layer in layers:
+    for layer in range(rnn.num_layers):
         names = [f"l{layer}{s}" for s in suffixes]
         w_ih = torch.cat([getattr(rnn, f"weight_ih_{n}") for n in names])  # (D * 3H, in)
         b_ih = torch.cat([getattr(rnn, f"bias_ih_{n}") for n in names])
@@ -147,6 +142,6 @@ def gru_layers(
         h = _GRUScan.apply(gi, w_hh, b_hh).permute(1, 2, 0, 3)  # (D, B, T, H)
         outs = [h[0]] if dirs == 1 else [h[0], _reverse(h[1], index)]
         x = torch.cat(outs, dim=-1)  # (B, T, D * H); padding frames hold values never used
-        if layer < layers[-1] and rnn.dropout > 0:
+        if layer < rnn.num_layers - 1 and rnn.dropout > 0:
             x = F.dropout(x, rnn.dropout, rnn.training)
     return x * valid[:, :, None]  # zero padding, as pad_packed_sequence gives

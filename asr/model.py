@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr import gru_scan
@@ -111,76 +109,27 @@ class AcousticModel(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         directions = 2 if cfg.bidirectional else 1
         self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size)
-        # (first, last) -> `_layer_group`'s module and weight names; a plain dict, so the
-        # weightless modules are neither submodules nor in the state dict
-        self._groups: dict[tuple[int, int], tuple[nn.Module, dict[str, str]]] = {}
 
     def forward(
-        self, feats: torch.Tensor, lengths: torch.Tensor, tap: int = 0
-    ) -> tuple[torch.Tensor, ...]:
-        """Returns float32 log-probabilities (B, T', vocab) and their lengths (B,).
+        self, feats: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, T, n_mels), lengths (B,) -> float32 log-probs (B, T', vocab), lengths (B,).
 
-        `tap` = k (1 <= k < num_layers) also returns the log-probabilities of the output layer
-        applied to the k-th recurrent layer's output (B, T', vocab), for an intermediate CTC
-        loss in training (`train.inter_ctc_layer`); 0 = none.
+        T' = ceil(T / subsample). Frames past an utterance's length do not change its outputs
+        (the batch it is in does not matter); their log-probs hold no meaningful value.
         """
-        x = feats
+        x = feats  # (B, T, n_mels)
         if self.front is not None:
             x, lengths = self.front(x, lengths)  # (B, T', C * F')
-        layers = self.cfg.num_layers
-        if not 0 <= tap < layers:
-            raise ValueError(f"tap must be 0 (none) or a layer from 1 to {layers - 1}, not {tap}")
-        inter = None
-        if tap:
-            x = self._recurrent(x, lengths, 0, tap)  # (B, T', H*D)
-            # The dropout nn.GRU applies between its layers, applied here between the two parts.
-            x = F.dropout(x, self.rnn.dropout, self.training)
-            inter = self.output(x).float().log_softmax(dim=-1)
-            x = self._recurrent(x, lengths, tap, layers)
-        else:
-            x = self._recurrent(x, lengths, 0, layers)
-        log_probs = self.output(self.dropout(x)).float().log_softmax(dim=-1)  # (B, T', vocab)
-        return (log_probs, lengths) if inter is None else (log_probs, lengths, inter)
-
-    def _recurrent(
-        self, x: torch.Tensor, lengths: torch.Tensor, first: int, last: int
-    ) -> torch.Tensor:
-        """Recurrent layers first..last-1 over (B, T', in) -> (B, T', H*D), zero padding."""
         if gru_scan.usable(self.rnn, x):  # CPU training: the same GRU, faster (asr/gru_scan.py)
-            return gru_scan.gru_layers(self.rnn, x, lengths, range(first, last))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        if (first, last) == (0, self.cfg.num_layers):
-            out, _ = self.rnn(packed)
+            x = gru_scan.gru_layers(self.rnn, x, lengths)
         else:
-            group, names = self._layer_group(first, last)
-            group.train(self.training)
-            params = {name: getattr(self.rnn, own) for name, own in names.items()}
-            out, _ = torch.func.functional_call(group, params, (packed,))
-        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
-
-    def _layer_group(self, first: int, last: int) -> tuple[nn.Module, dict[str, str]]:
-        """A weightless recurrent module of layers first..last-1 (made once, kept) and, for each
-        of its weight names, the name of the weight of `self.rnn` it runs with
-        (torch.func.functional_call): the same parameters, no copies."""
-        if (first, last) not in self._groups:
-            directions = 2 if self.cfg.bidirectional else 1
-            with torch.device("meta"):
-                group = type(self.rnn)(
-                    input_size=self.rnn.input_size
-                    if first == 0
-                    else self.rnn.hidden_size * directions,
-                    hidden_size=self.rnn.hidden_size,
-                    num_layers=last - first,
-                    batch_first=True,
-                    bidirectional=self.cfg.bidirectional,
-                    dropout=self.rnn.dropout if last - first > 1 else 0.0,
-                )
-            names = {
-                name: re.sub(r"_l(\d+)", lambda m: f"_l{int(m[1]) + first}", name)
-                for name in group._flat_weights_names
-            }
-            self._groups[(first, last)] = (group, names)
-        return self._groups[(first, last)]
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, _ = self.rnn(packed)
+            x, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        # x: (B, T', hidden_size * directions), zero past each length
+        logits = self.output(self.dropout(x))  # (B, T', vocab)
+        return logits.float().log_softmax(dim=-1), lengths
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -195,15 +144,10 @@ class Recogniser(nn.Module):
         self.acoustic = AcousticModel(model_cfg)
 
     def forward(
-        self,
-        wavs: torch.Tensor,
-        wav_lens: torch.Tensor,
-        spec_augment: nn.Module | None = None,
-        tap: int = 0,
-    ) -> tuple[torch.Tensor, ...]:
-        """(B, S), (B,) -> log-probs (B, T', V), lengths (B,); `spec_augment` masks the features;
-        `tap` > 0 adds an intermediate layer's log-probs (B, T', V) (AcousticModel.forward)."""
+        self, wavs: torch.Tensor, wav_lens: torch.Tensor, spec_augment: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S), (B,) -> log-probs (B, T', V), lengths (B,); `spec_augment` masks the features."""
         feats, frame_lens = self.features(wavs, wav_lens)  # (B, T, n_mels)
         if spec_augment is not None:
             feats = spec_augment(feats)
-        return self.acoustic(feats, frame_lens, tap)
+        return self.acoustic(feats, frame_lens)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from asr.checkpoint import average_weights, load_checkpoint, load_resumable, save_checkpoint
-from asr.config import ExperimentConfig, apply_overrides, check_inter_ctc, from_dict, to_dict
+from asr.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from asr.data import (
     BucketBatchSampler,
     SpeechDataset,
@@ -212,7 +212,6 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tc = cfg.train
-        check_inter_ctc(cfg)
         if tc.accumulate < 1:
             raise ValueError("train.accumulate must be 1 or more")
         if tc.keep_average and tc.average_last < 2:
@@ -242,7 +241,7 @@ class Trainer:
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             torch.manual_seed(tc.seed + 1_000_003 * self.dist.rank)  # dropout, masks per process
-        self.spec_augment = SpecAugment(cfg.spec_augment, cfg.features) if tc.spec_augment else None
+        self.spec_augment = SpecAugment(cfg.spec_augment) if tc.spec_augment else None
         self.dataset = SpeechDataset(
             self.train_utts,
             self.tokenizer,
@@ -383,20 +382,12 @@ class Trainer:
         """Sum over this process's utterances of CTC loss / target length, and their count."""
         wavs = batch["wavs"].to(self.device, non_blocking=True)
         wav_lens = batch["wav_lens"].to(self.device, non_blocking=True)
-        tap = self.cfg.train.inter_ctc_layer
         with autocast(self.device, self.dtype):
-            log_probs, out_lens, *inter = self.net(wavs, wav_lens, self.spec_augment, tap)
+            log_probs, out_lens = self.net(wavs, wav_lens, self.spec_augment)  # (B, T', V), (B,)
         token_lens = batch["token_lens"].to(self.device)
         tokens = batch["tokens"].to(self.device)
-
-        def ctc(lp: torch.Tensor) -> torch.Tensor:
-            # CTC in fp32 on (T, B, V) log-probs -> (B,) losses
-            return self.ctc(lp.float().transpose(0, 1), tokens, out_lens, token_lens)
-
-        losses = ctc(log_probs)
-        if inter:  # intermediate CTC (train.inter_ctc_layer)
-            w = self.cfg.train.inter_ctc_weight
-            losses = (1 - w) * losses + w * ctc(inter[0])
+        # CTC in fp32 on (T', B, V) log-probs -> (B,) losses
+        losses = self.ctc(log_probs.float().transpose(0, 1), tokens, out_lens, token_lens)
         # each loss divided by its target length, as reduction="mean" does
         return (losses / token_lens.clamp(min=1)).sum(), len(wav_lens)
 
@@ -840,9 +831,9 @@ def train(
     out_dir = Path(out_dir)
     last = out_dir / "last.pt"
     if resume:
-        state, _ = load_resumable(last)
+        state, path = load_resumable(last)
         # Overrides given on resume (a longer budget, say) apply on top of the saved config.
-        cfg = apply_overrides(from_dict(state["config"]), overrides)
+        cfg = apply_overrides(from_dict(state["config"], str(path)), overrides)
         trainer = Trainer(cfg, out_dir)
         trainer.load_state_dict(state)
     else:

@@ -224,3 +224,26 @@ def test_weights_of_another_shape_or_vocabulary_are_named(tmp_path):
     save_checkpoint(path, {**state, "config": odd})
     with pytest.raises(CheckpointError, match="model config of another version"):
         recogniser_from_state(load_checkpoint(path))
+
+
+def test_a_removed_feature_option_is_passed_over_when_off_and_named_when_on(tmp_path):
+    state, model, _ = make_state()
+    features = state["config"]["features"]
+    # What checkpoints written before features.utterance_cmn was removed hold.
+    older = {
+        **state,
+        "config": {**state["config"], "features": {**features, "utterance_cmn": False}},
+    }
+    path = tmp_path / "older.pt"
+    save_checkpoint(path, older)
+    again, _ = recogniser_from_state(load_checkpoint(path))
+    assert again.features.cfg == model.features.cfg
+    on = {**state, "config": {**state["config"], "features": {**features, "utterance_cmn": True}}}
+    path = tmp_path / "cmn.pt"
+    save_checkpoint(path, on)
+    with pytest.raises(CheckpointError) as err:
+        recogniser_from_state(load_checkpoint(path))
+    assert str(err.value) == (
+        f"{path}: features.utterance_cmn=True: this option was removed (it measured no gain: "
+        "see the ablation table in recipes/an4/RESULTS.md)"
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import yaml
 
 from asr.config import (
     ConfigError,
@@ -151,6 +154,46 @@ def test_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="section 'model' must be a mapping"):
         load_config(write(tmp_path, "model: 3\n"))
     assert load_config(write(tmp_path, "")) == ExperimentConfig()
+
+
+REMOVED = re.escape(
+    "this option was removed (it measured no gain: see the ablation table in recipes/an4/"
+)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("train", "inter_ctc_layer", "1"),
+        ("train", "inter_ctc_layer", "2"),
+        ("spec_augment", "freq_warp", "0.1"),
+        ("features", "utterance_cmn", "true"),
+    ],
+)
+def test_a_removed_option_that_is_on_is_refused_in_one_line(tmp_path, section, key, value):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"{section}.{key}={value}"])
+    message = str(err.value)
+    assert message.startswith(f"override '{section}.{key}={value}': {section}.{key}=")
+    assert re.search(REMOVED, message) and "\n" not in message
+    path = write(tmp_path, f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=f"^{path}: {section}.{key}=.*: {REMOVED}"):
+        load_config(path)
+    saved = to_dict(ExperimentConfig())
+    saved[section][key] = yaml.safe_load(value)
+    with pytest.raises(ConfigError, match=f"^exp/last.pt: {section}.{key}=.*: {REMOVED}"):
+        from_dict(saved, "exp/last.pt")
+
+
+def test_removed_options_left_off_are_passed_over(tmp_path):
+    # What a checkpoint saved before their removal holds: each at its old default.
+    saved = to_dict(ExperimentConfig())
+    saved["train"] |= {"inter_ctc_layer": 0, "inter_ctc_weight": 0.3}
+    saved["spec_augment"] |= {"freq_warp": 0.0, "freq_warp_boundary": 0.6}
+    saved["features"]["utterance_cmn"] = False
+    assert from_dict(saved) == ExperimentConfig()
+    path = write(tmp_path, "features:\n  utterance_cmn: false\ntrain:\n  inter_ctc_layer: 0\n")
+    assert load_config(path) == ExperimentConfig()
 
 
 def test_bad_rnn_type_raises(tmp_path):

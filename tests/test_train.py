@@ -20,8 +20,7 @@ from tests.conftest import tiny_overrides
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("extra", [[], ["train.inter_ctc_layer=1"]], ids=["ctc", "inter_ctc"])
-def test_loss_falls_and_transcripts_become_right(extra, tone_manifest: Path, tmp_path: Path):
+def test_loss_falls_and_transcripts_become_right(tone_manifest: Path, tmp_path: Path):
     cfg = load_config(
         None,
         [
@@ -29,7 +28,6 @@ def test_loss_falls_and_transcripts_become_right(extra, tone_manifest: Path, tmp
             "train.epochs=60",
             "train.validate_every_epochs=20",
             "train.spec_augment=false",
-            *extra,
         ],
     )
     result = train(cfg, tmp_path / "exp")
