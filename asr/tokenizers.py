@@ -5,12 +5,12 @@ Every tokenizer maps normalised text to ids and back with id 0 the CTC blank, li
 in its units for lexicon decoding (`spell`), and saves itself into the checkpoint
 (`state_dict`; `tokenizer_from_state` rebuilds any of them).
 
-- `char` (`asr.text.CharTokenizer`): every character of the training text; the space is a unit.
-- `phone`: space-separated tokens of the text, one unit each (phone recognition, e.g. TIMIT);
-  a "word" is then a phone, so WER is the phone error rate. It and `char` are one shape
-  (`asr.text.SymbolTokenizer`) that differs only in how a text splits into units.
-- `bpe`: SentencePiece byte-pair encoding trained on the training text (or a given model file);
-  words begin with the piece marker "▁", so spaces need no unit of their own.
+- `char` (`CharTokenizer`): every character of the training text; the space is a unit.
+- `phone` (`PhoneTokenizer`): space-separated tokens of the text, one unit each (phone
+  recognition, e.g. TIMIT); a "word" is then a phone, so WER is the phone error rate. It and
+  `char` are one shape (`SymbolTokenizer`) that differs only in how a text splits into units.
+- `bpe` (`BpeTokenizer`): SentencePiece byte-pair encoding trained on the training text (or a
+  given model file); words begin with the piece marker "▁", so spaces need no unit of their own.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
-
-from asr.text import BLANK, CharTokenizer, SymbolTokenizer, TokenizerError
+from typing import Protocol, TypeVar
 
 UNITS = ("char", "phone", "bpe")
+BLANK = "<blank>"
 
 
 class Tokenizer(Protocol):
@@ -35,6 +34,115 @@ class Tokenizer(Protocol):
     def decode(self, ids: Iterable[int]) -> str: ...
     def spell(self, word: str) -> list[str] | None: ...
     def state_dict(self) -> dict: ...
+
+
+class TokenizerError(ValueError):
+    """Text with characters the tokenizer does not know."""
+
+
+_Tokenizer = TypeVar("_Tokenizer", bound="SymbolTokenizer")
+
+
+class SymbolTokenizer:
+    """The shape shared by tokenizers whose vocabulary is a list of symbols, one id each.
+
+    Id 0 is the CTC blank. A subclass states only what differs: how a text splits into symbols
+    (`split`) and joins back (`separator`), which symbols it allows, what its units are called
+    in messages, and the keys of its checkpoint state (`kind`, `state_key`).
+    """
+
+    kind = ""  # the checkpoint state's "type"
+    state_key = ""  # the checkpoint state's key for the symbol list
+    unit_name = ""  # how the error of `encode` names the symbols
+    separator = ""  # between symbols in `decode`, and in the error listing unknown ones
+    invalid_units = ""  # the ValueError message for a symbol list `allowed` refuses
+
+    def __init__(self, units: Iterable[str]):
+        self.tokens: list[str] = [BLANK, *units]
+        if len(set(self.tokens)) != len(self.tokens) or not all(map(self.allowed, self.tokens)):
+            raise ValueError(self.invalid_units)
+        self._ids = {s: i for i, s in enumerate(self.tokens)}
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """The symbols of `text`, in order."""
+        raise NotImplementedError
+
+    @staticmethod
+    def allowed(symbol: str) -> bool:
+        """Whether `symbol` may be a unit (duplicates are refused whatever this says)."""
+        return True
+
+    @classmethod
+    def from_texts(cls: type[_Tokenizer], texts: Iterable[str]) -> _Tokenizer:
+        """Vocabulary = every symbol of the (already normalised) texts, sorted."""
+        symbols: set[str] = set()
+        for text in texts:
+            symbols.update(cls.split(text))
+        return cls(sorted(symbols))
+
+    @classmethod
+    def from_state_dict(cls: type[_Tokenizer], state: dict) -> _Tokenizer:
+        return cls(state[cls.state_key])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def unknown(self, text: str) -> set[str]:
+        """What of `text` the vocabulary lacks (every tokenizer of this module answers it)."""
+        # the blank is never a target, even where a text spells its name
+        return {s for s in self.split(text) if s not in self._ids or s == BLANK}
+
+    def spell(self, word: str) -> list[str] | None:
+        """The word's symbols, or None when one is not in the vocabulary."""
+        return None if self.unknown(word) else self.split(word)
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids; TokenizerError lists the symbols outside the vocabulary."""
+        unknown = self.unknown(text)
+        if unknown:
+            listed = self.separator.join(sorted(unknown))
+            raise TokenizerError(f"{self.unit_name} outside the vocabulary: {listed!r}")
+        return [self._ids[s] for s in self.split(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids (already collapsed, blanks removed) -> text."""
+        return self.separator.join(self.tokens[i] for i in ids if i != 0)
+
+    def state_dict(self) -> dict:
+        return {"type": self.kind, self.state_key: self.tokens[1:]}
+
+
+class CharTokenizer(SymbolTokenizer):
+    """Characters <-> ids; id 0 is the CTC blank, the space is an ordinary token.
+
+    >>> tok = CharTokenizer.from_texts(["no", "yes no"])
+    >>> tok.tokens
+    ['<blank>', ' ', 'e', 'n', 'o', 's', 'y']
+    >>> tok.encode("yes no")
+    [6, 2, 5, 1, 3, 4]
+    >>> tok.decode([0, 3, 4])  # blanks are dropped
+    'no'
+    >>> tok.encode("maybe")
+    Traceback (most recent call last):
+    ...
+    asr.tokenizers.TokenizerError: characters outside the vocabulary: 'abm'
+    """
+
+    kind = "char"
+    state_key = "chars"
+    unit_name = "characters"
+    separator = ""
+    invalid_units = "tokenizer characters must be unique"
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return list(text)
+
+    def unknown_chars(self, text: str) -> set[str]:
+        """The characters of `text` outside the vocabulary (the same as `unknown`)."""
+        return self.unknown(text)
 
 
 class PhoneTokenizer(SymbolTokenizer):
@@ -50,7 +158,7 @@ class PhoneTokenizer(SymbolTokenizer):
     >>> tok.encode("k ah t")
     Traceback (most recent call last):
     ...
-    asr.text.TokenizerError: units outside the vocabulary: 'ah'
+    asr.tokenizers.TokenizerError: units outside the vocabulary: 'ah'
     """
 
     kind = "phone"

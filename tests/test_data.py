@@ -20,7 +20,7 @@ from asr.data import (
     read_manifest,
     write_manifest,
 )
-from asr.text import CharTokenizer
+from asr.tokenizers import CharTokenizer
 
 # ---- manifests
 

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from asr.cli import _user_message
 from asr.data import SpeechDataset, collate, read_manifest
 from asr.manifest_index import ManifestChanged, ManifestIndex
-from asr.text import CharTokenizer, normalize_text
+from asr.text import normalize_text
+from asr.tokenizers import CharTokenizer
 from asr.train import load_normalised
 from asr.validate import validate_manifest
 

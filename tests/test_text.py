@@ -1,10 +1,10 @@
-"""normalize_text and CharTokenizer."""
+"""normalize_text: one normaliser for training, LM text and scoring, in every script."""
 
 from __future__ import annotations
 
 import pytest
 
-from asr.text import BLANK, CharTokenizer, TokenizerError, normalize_text
+from asr.text import normalize_text
 
 
 @pytest.mark.parametrize(
@@ -35,65 +35,6 @@ def test_normalize_text_is_idempotent():
     once = normalize_text(text)
     assert once == "hello world it's 4pm"
     assert normalize_text(once) == once
-
-
-SENTENCES = ["hello world", "it's a test", "the quick brown fox", "zebra"]
-
-
-def test_blank_is_id_zero():
-    tok = CharTokenizer.from_texts(SENTENCES)
-    assert tok.tokens[0] == BLANK
-    assert " " in tok.tokens[1:]  # the space is an ordinary token
-    assert 0 not in tok.encode(" ".join(SENTENCES))
-
-
-def test_from_texts_vocabulary_is_sorted_and_unique():
-    tok = CharTokenizer.from_texts(["cab", "bad a"])
-    assert tok.tokens == [BLANK, " ", "a", "b", "c", "d"]
-    assert tok.vocab_size == 6
-
-
-def test_encode_gives_exact_ids():
-    tok = CharTokenizer.from_texts(["cab", "bad a"])
-    assert tok.encode("bad cab") == [3, 2, 5, 1, 4, 2, 3]
-
-
-@pytest.mark.parametrize("text", SENTENCES)
-def test_encode_decode_round_trip(text):
-    tok = CharTokenizer.from_texts(SENTENCES)
-    ids = tok.encode(text)
-    assert len(ids) == len(text)
-    assert tok.decode(ids) == text
-
-
-def test_decode_drops_blanks():
-    tok = CharTokenizer(["a", "b"])
-    assert tok.decode([0, 1, 0, 2, 0]) == "ab"
-
-
-def test_unknown_characters_are_listed():
-    tok = CharTokenizer.from_texts(["abc"])
-    with pytest.raises(TokenizerError) as err:
-        tok.encode("abxzy!")
-    message = str(err.value)
-    for c in "xyz!":
-        assert c in message
-    assert tok.unknown_chars("abxzy!") == {"x", "y", "z", "!"}
-
-
-def test_duplicate_characters_are_rejected():
-    with pytest.raises(ValueError, match="unique"):
-        CharTokenizer(["a", "b", "a"])
-
-
-def test_state_dict_round_trip():
-    tok = CharTokenizer.from_texts(SENTENCES)
-    state = tok.state_dict()
-    assert state["type"] == "char"
-    again = CharTokenizer.from_state_dict(state)
-    assert again.tokens == tok.tokens
-    for text in SENTENCES:
-        assert again.encode(text) == tok.encode(text)
 
 
 @pytest.mark.parametrize(
