@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asr.align import WordTiming, path_word_timings, word_timings
-from asr.text import CharTokenizer
+from asr.tokenizers import CharTokenizer
 
 TOKENIZER = CharTokenizer(" abcdefghijklmnopqrstuvwxyz'")
 SPACE = TOKENIZER.encode(" ")[0]

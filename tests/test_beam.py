@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.beam import BeamConfig, BeamSearchDecoder, DecoderError, read_word_list
-from asr.decode import ctc_greedy_decode
-from asr.text import CharTokenizer
+from asr.decoding.beam import BeamConfig, BeamSearchDecoder, DecoderError, read_word_list
+from asr.decoding.greedy import ctc_greedy_decode
+from asr.tokenizers import CharTokenizer
 
 TOK = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz' ")))
 
@@ -193,7 +193,7 @@ def _lm_folder(folder: Path, recorded_bytes: int | None) -> Path:
 
 
 def test_lm_folder_with_a_missing_or_mismatched_binary_is_named(tmp_path: Path):
-    from asr.decoders import resolve_lm
+    from asr.decoding.choose import resolve_lm
     from asr.lm import LMError
 
     good = _lm_folder(tmp_path / "good", 130)
@@ -212,7 +212,7 @@ def test_lm_folder_with_a_missing_or_mismatched_binary_is_named(tmp_path: Path):
 
 
 def test_lexicon_the_model_cannot_spell_names_the_file(tmp_path: Path):
-    from asr.decoders import LMChoice, make_decoder
+    from asr.decoding.choose import LMChoice, make_decoder
 
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("ÆØÅ\n42\n")

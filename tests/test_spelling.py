@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from asr import spelling
-from asr.beam import BeamConfig, BeamSearchDecoder
+from asr.decoding.beam import BeamConfig, BeamSearchDecoder
 from asr.lm import ArpaModel, LMError, build_lm, kenlm_tools
 from asr.spelling import SpellingError, spellable_words, word_list_path
-from asr.text import CharTokenizer
+from asr.tokenizers import CharTokenizer
 
 # The CMU Pronouncing Dictionary's own format: comments, a second pronunciation "(2)", words
 # with an apostrophe or a digit, single letters, upper case.

@@ -1,8 +1,9 @@
-"""Output units: phone and SentencePiece BPE tokenizers, saved in checkpoints, trained and
-decoded (greedy and lexicon beam search) end to end on the tone corpus."""
+"""Output units: character, phone and SentencePiece BPE tokenizers, saved in checkpoints,
+trained and decoded (greedy and lexicon beam search) end to end on the tone corpus."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,17 +11,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.beam import BeamConfig, BeamSearchDecoder, DecoderError
 from asr.checkpoint import load_checkpoint
 from asr.config import load_config
 from asr.data import read_manifest, write_manifest
-from asr.text import CharTokenizer, TokenizerError
-from asr.tokenizers import BpeTokenizer, PhoneTokenizer, build_tokenizer, tokenizer_from_state
+from asr.decoding.beam import BeamConfig, BeamSearchDecoder, DecoderError
+from asr.tokenizers import (
+    BLANK,
+    BpeTokenizer,
+    CharTokenizer,
+    PhoneTokenizer,
+    TokenizerError,
+    build_tokenizer,
+    tokenizer_from_state,
+)
 from asr.train import train
 from asr.transcribe import Transcriber
 from tests.conftest import tiny_overrides
 
-pytest.importorskip("sentencepiece", reason="sentencepiece (the bpe extra) is not installed")
+needs_sentencepiece = pytest.mark.skipif(
+    importlib.util.find_spec("sentencepiece") is None,
+    reason="sentencepiece (the bpe extra) is not installed",
+)
 
 SENTENCES = [
     "the cat sat on the mat",
@@ -30,6 +41,66 @@ SENTENCES = [
 ]
 
 
+CHAR_SENTENCES = ["hello world", "it's a test", "the quick brown fox", "zebra"]
+
+
+def test_blank_is_id_zero():
+    tok = CharTokenizer.from_texts(CHAR_SENTENCES)
+    assert tok.tokens[0] == BLANK
+    assert " " in tok.tokens[1:]  # the space is an ordinary token
+    assert 0 not in tok.encode(" ".join(CHAR_SENTENCES))
+
+
+def test_from_texts_vocabulary_is_sorted_and_unique():
+    tok = CharTokenizer.from_texts(["cab", "bad a"])
+    assert tok.tokens == [BLANK, " ", "a", "b", "c", "d"]
+    assert tok.vocab_size == 6
+
+
+def test_encode_gives_exact_ids():
+    tok = CharTokenizer.from_texts(["cab", "bad a"])
+    assert tok.encode("bad cab") == [3, 2, 5, 1, 4, 2, 3]
+
+
+@pytest.mark.parametrize("text", CHAR_SENTENCES)
+def test_encode_decode_round_trip(text):
+    tok = CharTokenizer.from_texts(CHAR_SENTENCES)
+    ids = tok.encode(text)
+    assert len(ids) == len(text)
+    assert tok.decode(ids) == text
+
+
+def test_decode_drops_blanks():
+    tok = CharTokenizer(["a", "b"])
+    assert tok.decode([0, 1, 0, 2, 0]) == "ab"
+
+
+def test_unknown_characters_are_listed():
+    tok = CharTokenizer.from_texts(["abc"])
+    with pytest.raises(TokenizerError) as err:
+        tok.encode("abxzy!")
+    message = str(err.value)
+    for c in "xyz!":
+        assert c in message
+    assert tok.unknown_chars("abxzy!") == {"x", "y", "z", "!"}
+
+
+def test_duplicate_characters_are_rejected():
+    with pytest.raises(ValueError, match="unique"):
+        CharTokenizer(["a", "b", "a"])
+
+
+def test_state_dict_round_trip():
+    tok = CharTokenizer.from_texts(CHAR_SENTENCES)
+    state = tok.state_dict()
+    assert state["type"] == "char"
+    again = CharTokenizer.from_state_dict(state)
+    assert again.tokens == tok.tokens
+    for text in CHAR_SENTENCES:
+        assert again.encode(text) == tok.encode(text)
+
+
+@needs_sentencepiece
 def test_bpe_round_trips_and_refuses_unknown_characters():
     tok = BpeTokenizer.train(SENTENCES * 5, vocab_size=40)
     assert tok.tokens[0] == "<blank>" and len(tok.tokens) <= 41
@@ -46,6 +117,7 @@ def test_bpe_round_trips_and_refuses_unknown_characters():
     assert tok.unknown("the cat") == set()
 
 
+@needs_sentencepiece
 def test_bpe_training_is_deterministic_and_model_files_load(tmp_path: Path):
     a = BpeTokenizer.train(SENTENCES, vocab_size=30)
     b = BpeTokenizer.train(SENTENCES, vocab_size=30)
@@ -59,15 +131,21 @@ def test_bpe_training_is_deterministic_and_model_files_load(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "tok",
+    "make",
     [
-        CharTokenizer.from_texts(SENTENCES),
-        PhoneTokenizer.from_texts(["sil dh ax k ae t sil", "d ao g"]),
-        BpeTokenizer.train(SENTENCES, vocab_size=30),
+        pytest.param(lambda: CharTokenizer.from_texts(SENTENCES), id="char"),
+        pytest.param(
+            lambda: PhoneTokenizer.from_texts(["sil dh ax k ae t sil", "d ao g"]), id="phone"
+        ),
+        pytest.param(
+            lambda: BpeTokenizer.train(SENTENCES, vocab_size=30),
+            id="bpe",
+            marks=needs_sentencepiece,
+        ),
     ],
-    ids=["char", "phone", "bpe"],
 )
-def test_every_tokenizer_survives_a_weights_only_checkpoint(tok, tmp_path: Path):
+def test_every_tokenizer_survives_a_weights_only_checkpoint(make, tmp_path: Path):
+    tok = make()
     torch.save({"tokenizer": tok.state_dict()}, tmp_path / "t.pt")
     state = torch.load(tmp_path / "t.pt", weights_only=True)["tokenizer"]
     back = tokenizer_from_state(state)
@@ -109,7 +187,7 @@ def relabel(manifest: Path, out: Path, to_text) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("units", ["phone", "bpe"])
+@pytest.mark.parametrize("units", ["phone", pytest.param("bpe", marks=needs_sentencepiece)])
 def test_model_with_units_learns_and_decodes_back(units: str, tone_manifest: Path, tmp_path):
     """A tiny model with phone or BPE units overfits the tone corpus; greedy and lexicon beam
     search give the texts back, and the checkpoint carries its tokenizer."""
@@ -157,6 +235,7 @@ def test_model_with_units_learns_and_decodes_back(units: str, tone_manifest: Pat
     assert config["data"]["units"] == units
 
 
+@needs_sentencepiece
 def test_bpe_lexicon_search_reads_pieces_repeated_or_not():
     tok = BpeTokenizer.train(SENTENCES[:3] * 3, vocab_size=30)
     words = ["the", "cat", "sat", "on", "mat", "a", "dog", "log", "and", "ran"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr.decoders import LMChoice, make_decoder
+from asr.decoding.choose import LMChoice, make_decoder
 from asr.features import FeatureConfig
 from asr.model import ModelConfig, Recogniser
-from asr.text import CharTokenizer
+from asr.tokenizers import CharTokenizer
 from asr.transcribe import Transcriber
 
 TOK = CharTokenizer(" ab")
@@ -37,3 +37,4 @@ def test_transcriber_options_refuse_beam_size_alone():
         transcriber._with_decoder(None, None, [], options)
     assert str(err.value) == BEAM_SIZE_ALONE
     assert transcriber._with_decoder(None, None, [], {**options, "beam_size": None}).decoder is None
+
