@@ -105,7 +105,9 @@ def make_decoder(
     """The decoder for `choice` (None = greedy) and notes for the user.
 
     Values: given here > tuned for this LM (same sha256) > BeamConfig's defaults (with a note).
-    ValueError for beam search values given without an LM or lexicon (greedy has none).
+    ValueError for beam search values given without an LM or lexicon (greedy has none), and
+    for an LM weight without an LM (a lexicon alone has no LM scores; its search does use the
+    word score).
 
     >>> from asr.tokenizers import CharTokenizer
     >>> make_decoder(CharTokenizer("ab"), LMChoice(None, None, None), tuned=[])
@@ -120,6 +122,11 @@ def make_decoder(
         if any(v is not None for v in (lm_weight, word_score)):
             raise ValueError("--lm-weight and --word-score need --lm")
         return None, []
+    if choice.lm is None and lm_weight is not None:
+        raise ValueError(
+            "--lm-weight needs --lm (a lexicon alone has no LM scores to weight; "
+            "--word-score applies to it)"
+        )
     notes = []
     cfg = BeamConfig(nbest=nbest)
     match = next((t for t in tuned if t.get("lm_sha256") == choice.lm_sha256), None)
