@@ -3,12 +3,14 @@ utterances at 16 kHz, an untrained checkpoint of their characters and a word big
 texts. The figures mean nothing at this size; what is checked is that each script still works
 against the library and reports what it promises. Each runs in a process of its own (a few
 seconds: marked slow beyond that). The peers run in their own venvs and are skipped, with the
-command that makes the venv, when it is absent."""
+command that makes the venv, when it is absent. bench/audio_formats.py has its smoke run in
+tests/test_audio_formats.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -216,3 +218,16 @@ def test_train_throughput_times_bare_and_end_to_end_steps(inputs: BenchInputs) -
     )
     assert result["steps"] == 2 and len(result["rounds"]) == 1
     assert result["bare_audio_s_per_s"] > 0 and result["e2e_audio_s_per_s"] > 0
+
+
+def test_every_bench_script_is_run_by_a_test() -> None:
+    """A script added to bench/ without a smoke run fails here: run it from a test (or from a
+    script a test runs, as decode.py runs its peer)."""
+
+    def named(paths) -> set[str]:  # the "NAME.py" strings of these files
+        text = "\n".join(p.read_text(encoding="utf-8") for p in paths)
+        return set(re.findall(r'"(\w+\.py)"', text))
+
+    run = named((ROOT / "tests").glob("test_*.py"))
+    run |= named(BENCH / name for name in run if (BENCH / name).is_file())
+    assert sorted(p.name for p in BENCH.glob("*.py") if p.name not in run) == []
