@@ -10,8 +10,9 @@ the exported copy computes the same power spectrogram with `return_complex=False
 operator); the recurrent stack keeps its packed sequences, which become the `sequence_lens`
 input of ONNX's GRU/LSTM/RNN operators: a short utterance gets the same output in any batch.
 
-`OnnxRecogniser` runs such a file in onnxruntime (CPU) behind the call signature of
-`asr.model.Recogniser`, which is what `Transcriber.from_checkpoint("model.onnx")` uses.
+`OnnxRunner` runs such a file in onnxruntime (CPU) as an `asr.inference.ModelRunner`, the
+interface a PyTorch recogniser is run behind too; `Transcriber.from_checkpoint("model.onnx")`
+uses it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +34,10 @@ import torchaudio
 from torch import nn
 
 from asr.checkpoint import CheckpointError, load_checkpoint, recogniser_from_state
-from asr.decoders import tuned_settings
+from asr.decoding.choose import tuned_settings
 from asr.features import FeatureConfig
 from asr.files import atomic_write_bytes
+from asr.inference import frame_seconds
 from asr.model import ModelConfig, Recogniser
 from asr.tokenizers import Tokenizer, tokenizer_from_state
 
@@ -218,10 +219,10 @@ def _max_difference(
     data: bytes, name: Path, model: Recogniser, wavs: torch.Tensor, lens: torch.Tensor
 ) -> float:
     """Largest |log-prob difference| between the serialised graph and `model` (valid frames)."""
-    runner = OnnxRecogniser(_session(data, name), model.features.cfg, model.acoustic.cfg)
+    runner = OnnxRunner(_session(data, name), model.features.cfg, model.acoustic.cfg)
     with torch.no_grad():
         expected, lengths = model(wavs, lens)
-    got, got_lengths = runner(wavs, lens)
+    got, got_lengths = runner.log_probs(wavs, lens)
     if not torch.equal(lengths, got_lengths) or expected.shape != got.shape:
         return float("inf")
     valid = torch.arange(expected.shape[1])[None, :] < lengths[:, None]  # (B, T')
@@ -246,21 +247,29 @@ def _session(model: bytes | Path, name: Path):
         raise CheckpointError(f"{name}: not a readable ONNX model ({cause})") from None
 
 
-class OnnxRecogniser(nn.Module):
-    """An exported recogniser run by onnxruntime on the CPU, called like `Recogniser`.
+class OnnxRunner:
+    """An exported recogniser run by onnxruntime on the CPU: an `asr.inference.ModelRunner`.
 
-    forward(wavs (B, S), wav_lens (B,)) -> CPU float32 log-probs (B, T', V), lengths (B,).
-    `features.cfg` and `acoustic.cfg` carry the configs, as on a Recogniser. It holds no torch
-    parameters: `.to(device)` keeps it on the CPU, and autocast does not reach it.
+    `log_probs(wavs (B, S), wav_lens (B,))` -> CPU float32 log-probs (B, T', V), lengths (B,).
+    `feature_cfg` and `model_cfg` are the configs the graph was exported with.
     """
 
-    def __init__(self, session, feature_cfg: FeatureConfig, model_cfg: ModelConfig):
-        super().__init__()
-        self.session = session
-        self.features = SimpleNamespace(cfg=feature_cfg)
-        self.acoustic = SimpleNamespace(cfg=model_cfg)
+    device = torch.device("cpu")
 
-    def forward(
+    def __init__(self, session, feature_cfg: FeatureConfig, model_cfg: ModelConfig):
+        self.session = session
+        self.feature_cfg = feature_cfg
+        self.model_cfg = model_cfg
+
+    @property
+    def sample_rate(self) -> int:
+        return self.feature_cfg.sample_rate
+
+    @property
+    def frame_seconds(self) -> float:
+        return frame_seconds(self.feature_cfg, self.model_cfg)
+
+    def log_probs(
         self, wavs: torch.Tensor, wav_lens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs, lengths = self.session.run(
@@ -273,9 +282,9 @@ class OnnxRecogniser(nn.Module):
         return torch.from_numpy(log_probs), torch.from_numpy(lengths)
 
 
-def load_onnx(path: str | Path) -> tuple[OnnxRecogniser, Tokenizer, dict]:
-    """(recogniser, tokenizer, metadata) of a file from `export_onnx`; the metadata holds the
-    configs, the tokenizer state and the tuned decoder values (`decoder`) as a checkpoint does.
+def load_onnx(path: str | Path) -> tuple[OnnxRunner, Tokenizer, dict]:
+    """(runner, tokenizer, metadata) of a file from `export_onnx`; the metadata holds the
+    configs, the tokenizer state and the tuned decoder values (`decoders`) as a checkpoint does.
     """
     path = Path(path)
     if not path.is_file():
@@ -293,4 +302,4 @@ def load_onnx(path: str | Path) -> tuple[OnnxRecogniser, Tokenizer, dict]:
         tokenizer = tokenizer_from_state(meta["tokenizer"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: unusable rnn-asr metadata ({err})") from None
-    return OnnxRecogniser(session, feature_cfg, model_cfg), tokenizer, meta
+    return OnnxRunner(session, feature_cfg, model_cfg), tokenizer, meta

@@ -1,8 +1,9 @@
 """Inference: batched transcription of files, arrays and manifests with a trained checkpoint.
 
-Greedy CTC decoding by default; with a `BeamSearchDecoder`, beam search (lexicon and/or n-gram
-LM). Optionally word timestamps and confidences, read off the frame path that produced the
-words.
+The model runs behind an `asr.inference.ModelRunner` (a PyTorch checkpoint's recogniser, or an
+exported ONNX graph), which gives typed batches of log-probs; decoding them is greedy CTC by
+default, beam search (lexicon and/or n-gram LM) with a `BeamSearchDecoder`. Optionally word
+timestamps and confidences, read off the frame path that produced the words.
 
 A file longer than `long_seconds` is never loaded whole: a voice-activity pass reads it in
 blocks and cuts it at pauses into segments of at most `segmenter.max_seconds`
@@ -21,20 +22,39 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
 
 from asr.align import WordTiming, path_word_timings
 from asr.audio import AudioError, audio_duration, load_audio, to_mono_resampled
-from asr.beam import BeamSearchDecoder, Hypothesis
 from asr.checkpoint import load_checkpoint, recogniser_from_state
-from asr.data import BucketBatchSampler, Utterance, collate
-from asr.decode import ctc_greedy_decode
-from asr.decoders import make_decoder, resolve_lm, tuned_settings
-from asr.device import autocast, pick_device, resolve_precision
+from asr.data import Utterance
+from asr.decoding import Hypothesis
+from asr.decoding.beam import BeamSearchDecoder
+from asr.decoding.choose import make_decoder, resolve_lm, tuned_settings
+from asr.decoding.greedy import GreedyDecoder
+from asr.device import pick_device
+from asr.inference import (
+    AudioSource,
+    LogProbBatch,
+    ModelRunner,
+    TorchRunner,
+    log_prob_batches,
+    source_name,
+)
 from asr.model import Recogniser
 from asr.segmenter import Segment, SegmenterConfig, find_segments
-from asr.text import CharTokenizer
-from asr.tokenizers import Tokenizer
+from asr.tokenizers import CharTokenizer, Tokenizer
+
+__all__ = [
+    "AudioSource",
+    "FileResult",
+    "Recognition",
+    "SampleRateWarning",
+    "Transcriber",
+    "find_audio_files",
+    "samples_first",
+    "source_name",
+]
 
 # A 2-D array's axis this short, beside a longer one, is its channels axis.
 MAX_CHANNELS = 32
@@ -90,53 +110,17 @@ class FileResult:
     segments: list[Segment] | None = None
 
 
-# What the batch methods take: a whole file's path, or a manifest's utterance (a segment of a
-# longer file when its `offset` is set).
-AudioSource = str | Path | Utterance
-
-
-def source_name(source: AudioSource) -> str:
-    """The name results carry: the path, or the utterance's key (path + span for a segment)."""
-    return source.key if isinstance(source, Utterance) else str(source)
-
-
-class _Files(Dataset):
-    """Loads each source; an unreadable one yields its error instead of raising."""
-
-    def __init__(self, sources: Sequence[AudioSource], sample_rate: int):
-        self.sources = sources
-        self.sample_rate = sample_rate
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, i: int) -> dict:
-        source = self.sources[i]
-        try:
-            if isinstance(source, Utterance):
-                wav = source.load(self.sample_rate)
-            else:
-                wav = load_audio(source, self.sample_rate)
-            return {"wav": wav, "tokens": torch.zeros(0, dtype=torch.long), "index": i}
-        except AudioError as err:
-            return {"error": str(err), "index": i}
-
-
-def _collate_or_errors(items: list[dict]) -> tuple[dict | None, list[dict]]:
-    good = [it for it in items if "error" not in it]
-    bad = [it for it in items if "error" in it]
-    return (collate(good) if good else None), bad
-
-
 class Transcriber:
     """CTC transcription with a trained recogniser: greedy, or beam search with `decoder`.
 
     `Transcriber.from_checkpoint("exp/fsdd/best.pt").transcribe("7_theo_3.wav")` -> "seven".
+    `model` is a `Recogniser` (run by a `TorchRunner` on `device` at `precision`) or a ready
+    `ModelRunner` such as `asr.export.OnnxRunner` (`device` and `precision` then unused).
     """
 
     def __init__(
         self,
-        model: Recogniser,
+        model: Recogniser | ModelRunner,
         tokenizer: Tokenizer,
         device: torch.device | str = "cpu",
         precision: str = "auto",
@@ -146,13 +130,14 @@ class Transcriber:
         long_seconds: float = 30.0,
         segmenter: SegmenterConfig | None = None,
     ):
-        self.device = torch.device(device) if isinstance(device, str) else device
-        self.model = model.to(self.device).eval()
+        self.model = model
+        self.runner: ModelRunner = (
+            TorchRunner(model, device, precision) if isinstance(model, nn.Module) else model
+        )
         self.tokenizer = tokenizer
-        self.dtype = resolve_precision(precision, self.device)
         self.batch_seconds = batch_seconds
         self.num_workers = num_workers
-        self.decoder = decoder
+        self.decoder = decoder  # None: greedy
         # files longer than this are cut at pauses (asr.segmenter) instead of loaded whole
         self.long_seconds = long_seconds
         self.segmenter = segmenter or SegmenterConfig()
@@ -177,9 +162,9 @@ class Transcriber:
             return cls.from_state(load_checkpoint(path), device, lm, lexicon, **kwargs)
         from asr.export import load_onnx  # onnxruntime: the optional `onnx` extra
 
-        model, tokenizer, meta = load_onnx(path)
+        runner, tokenizer, meta = load_onnx(path)
         options = kwargs.pop("decoder_options", None)
-        transcriber = cls(model, tokenizer, "cpu", **kwargs)
+        transcriber = cls(runner, tokenizer, **kwargs)
         return transcriber._with_decoder(lm, lexicon, tuned_settings(meta), options)
 
     @classmethod
@@ -194,7 +179,8 @@ class Transcriber:
     ) -> Transcriber:
         """From a loaded checkpoint dict (see asr.checkpoint.load_checkpoint).
 
-        `decoder_options`: beam_size, lm_weight, word_score, nbest (see asr.decoders.make_decoder).
+        `decoder_options`: beam_size, lm_weight, word_score, nbest (see
+        asr.decoding.choose.make_decoder).
         """
         model, tokenizer = recogniser_from_state(state)
         transcriber = cls(model, tokenizer, pick_device(device), **kwargs)
@@ -216,24 +202,34 @@ class Transcriber:
         return self
 
     @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    @property
     def sample_rate(self) -> int:
-        return self.model.features.cfg.sample_rate
+        return self.runner.sample_rate
 
     @property
     def frame_seconds(self) -> float:
         """Seconds per output frame: the feature hop times the front-end's time subsampling."""
-        return self.model.features.cfg.hop_ms / 1000 * self.model.acoustic.cfg.subsample
+        return self.runner.frame_seconds
 
-    @torch.no_grad()
     def log_probs(
         self, wavs: torch.Tensor, wav_lens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) padded waveforms, (B,) lengths -> CPU float32 log-probs (B, T', V), (B,)."""
-        wavs = wavs.to(self.device, non_blocking=True)
-        wav_lens = wav_lens.to(self.device, non_blocking=True)
-        with autocast(self.device, self.dtype):
-            log_probs, lengths = self.model(wavs, wav_lens)
-        return log_probs.float().cpu(), lengths.cpu()
+        return self.runner.log_probs(wavs, wav_lens)
+
+    def log_prob_batches(self, sources: Sequence[AudioSource]) -> Iterator[LogProbBatch]:
+        """The model's log-probs for files or utterances, in length-sorted batches of at most
+        `batch_seconds`; each batch names the sources in it that could not be read."""
+        return log_prob_batches(
+            self.runner, sources, self.batch_seconds, self.num_workers, check=self._check_rate
+        )
+
+    def recognise(self, batch: LogProbBatch, timestamps: bool = False) -> list[Recognition]:
+        """One recognition per utterance of `batch` (its errors are not decoded)."""
+        return self.decode_log_probs(batch.log_probs, batch.lengths, timestamps)
 
     def decode_log_probs(
         self, log_probs: torch.Tensor, lengths: torch.Tensor, timestamps: bool = False
@@ -243,17 +239,16 @@ class Transcriber:
         Word times and confidences come from the frame path that produced the words: the
         greedy path (each frame's best unit), or the beam search's best path.
         """
-        if self.decoder is None:
-            # Spaces are tokens too: drop leading, trailing and doubled ones from the output.
-            texts = [self.tokenizer.decode(ids) for ids in ctc_greedy_decode(log_probs, lengths)]
-            out = [Recognition(" ".join(text.split())) for text in texts]
-            paths = log_probs.argmax(dim=-1).tolist() if timestamps else []  # (B, T')
-        else:
-            out, paths = [], []
-            for hyps in self.decoder.decode(log_probs, lengths):
-                best = hyps[0] if hyps else Hypothesis("", [], 0.0, [0] * log_probs.shape[1])
-                out.append(Recognition(best.text, nbest=[(h.text, h.score) for h in hyps]))
-                paths.append(best.path)
+        if log_probs.shape[0] == 0:
+            return []
+        decoder = GreedyDecoder(self.tokenizer) if self.decoder is None else self.decoder
+        out, paths = [], []
+        for hyps in decoder.decode(log_probs, lengths):
+            best = hyps[0] if hyps else Hypothesis("", [], 0.0, [0] * log_probs.shape[1])
+            # n-best lists come from beam search; greedy has one answer
+            nbest = None if self.decoder is None else [(h.text, h.score) for h in hyps]
+            out.append(Recognition(best.text, nbest=nbest))
+            paths.append(best.path)
         if timestamps and not isinstance(self.tokenizer, CharTokenizer):
             for rec in out:
                 rec.error = "word timestamps need a model with character units (data.units=char)"
@@ -357,21 +352,15 @@ class Transcriber:
         short = [i for i in range(len(paths)) if i not in long]
         done: dict[int, FileResult] = {}
         next_out = 0
-        for item in self._log_probs_batches([paths[i] for i in short]):
-            if len(item) == 2:  # (index, error)
-                i = short[item[0]]
-                done[i] = FileResult(source_name(paths[i]), None, item[1])
-            else:
-                indices, log_probs, lengths = item
-                recognitions = self.decode_log_probs(log_probs, lengths, timestamps)
-                for j, rec in zip(indices, recognitions, strict=True):
-                    name = source_name(paths[short[j]])
-                    if rec.error is not None:
-                        done[short[j]] = FileResult(name, None, f"{name}: {rec.error}")
-                    else:
-                        done[short[j]] = FileResult(
-                            name, rec.text, words=rec.words, nbest=rec.nbest
-                        )
+        for batch in self.log_prob_batches([paths[i] for i in short]):
+            for err in batch.errors:
+                done[short[err.index]] = FileResult(err.name, None, err.message)
+            recognitions = self.recognise(batch, timestamps)
+            for j, name, rec in zip(batch.indices, batch.names, recognitions, strict=True):
+                if rec.error is not None:
+                    done[short[j]] = FileResult(name, None, f"{name}: {rec.error}")
+                else:
+                    done[short[j]] = FileResult(name, rec.text, words=rec.words, nbest=rec.nbest)
             while next_out in done or next_out in long:
                 if next_out in long:
                     yield self.transcribe_long(paths[next_out], timestamps)
@@ -404,12 +393,11 @@ class Transcriber:
         utts = [Utterance(path, s.end - s.start, "", offset=s.start) for s in segments]
         words: list[WordTiming] = []
         recognised: list[Recognition | None] = [None] * len(segments)
-        for item in self._log_probs_batches(utts):
-            if len(item) == 2:  # (index, error): a segment could not be read
-                return FileResult(path, None, item[1])
-            indices, log_probs, lengths = item
-            recognitions = self.decode_log_probs(log_probs, lengths, timestamps)
-            for i, rec in zip(indices, recognitions, strict=True):
+        for batch in self.log_prob_batches(utts):
+            if batch.errors:  # a segment could not be read
+                return FileResult(path, None, batch.errors[0].message)
+            recognitions = self.recognise(batch, timestamps)
+            for i, rec in zip(batch.indices, recognitions, strict=True):
                 if rec.error is not None:
                     span = f"{segments[i].start:.2f}-{segments[i].end:.2f} s"
                     return FileResult(path, None, f"{path}: segment {span}: {rec.error}")
@@ -422,57 +410,6 @@ class Transcriber:
                 )
         text = " ".join(s.text for s in segments if s.text)
         return FileResult(path, text, words=words if timestamps else None, segments=segments)
-
-    def log_probs_files(
-        self, sources: Sequence[AudioSource]
-    ) -> Iterator[FileResult | tuple[list[str], torch.Tensor, torch.Tensor]]:
-        """Run the model over files or utterances in length-sorted batches.
-
-        Yields (names, CPU log-probs (B, T', V), lengths (B,)) per batch, and a FileResult with
-        the error for each source that cannot be read; names are `source_name`s.
-        """
-        for item in self._log_probs_batches(sources):
-            if len(item) == 2:  # (index, error)
-                yield FileResult(source_name(sources[item[0]]), None, item[1])
-            else:
-                indices, log_probs, lengths = item
-                yield [source_name(sources[i]) for i in indices], log_probs, lengths
-
-    def _log_probs_batches(
-        self, sources: Sequence[AudioSource]
-    ) -> Iterator[tuple[int, str] | tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """`log_probs_files` by position: (indices into `sources`, log-probs (B, T', V),
-        lengths (B,)) per batch, (index, error) per source that cannot be read."""
-        good, durations = [], []
-        for i, source in enumerate(sources):
-            if not isinstance(source, Utterance):
-                source = str(source)
-            try:
-                if isinstance(source, Utterance):
-                    durations.append(source.header_duration())
-                else:
-                    durations.append(audio_duration(source))
-                good.append((i, source))
-                self._check_rate(source)
-            except AudioError as err:
-                yield i, str(err)
-        if not good:
-            return
-        sampler = BucketBatchSampler(durations, self.batch_seconds, shuffle=False)
-        loader = DataLoader(
-            _Files([source for _, source in good], self.sample_rate),
-            batch_sampler=sampler,
-            collate_fn=_collate_or_errors,
-            num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),  # leaves the global RNG (training's dropout) untouched
-        )
-        for batch, errors in loader:
-            for it in errors:
-                yield good[it["index"]][0], it["error"]
-            if batch is not None:
-                log_probs, lengths = self.log_probs(batch["wavs"], batch["wav_lens"])
-                yield [good[i][0] for i in batch["indices"].tolist()], log_probs, lengths
 
 
 def find_audio_files(inputs: Sequence[str | Path]) -> tuple[list[str], list[str]]:

@@ -3,7 +3,7 @@
 `tune_decoder` grid-searches the LM weight and word-insertion bonus on a dev set (the model runs
 once; only the search is repeated) and `store_settings` keeps the best values in the checkpoint,
 keyed by the LM's sha256, so `asr transcribe --lm LM` uses them without further flags
-(`asr.decoders.make_decoder` reads them back).
+(`asr.decoding.choose.make_decoder` reads them back).
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from asr.beam import BeamConfig, BeamSearchDecoder
 from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.data import Utterance
-from asr.decoders import LMChoice, decoder_words, tuned_settings
+from asr.decoding import Decoder
+from asr.decoding.beam import BeamConfig, BeamSearchDecoder
+from asr.decoding.choose import LMChoice, decoder_words, tuned_settings
+from asr.decoding.greedy import GreedyDecoder
 from asr.metrics import score_corpus, score_utterance
 from asr.progress import progress_bar
 from asr.text import normalize_text
-from asr.transcribe import FileResult, Transcriber
+from asr.transcribe import Transcriber
 
 DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEFAULT_WORD_SCORES = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0)
@@ -58,27 +60,24 @@ def tune_decoder(
     """Grid search of (lm_weight, word_score) by dev WER; ties go to the smaller values."""
     refs = {u.key: normalize_text(u.text) for u in utts}
     batches, failures = [], []
-    for item in transcriber.log_probs_files(utts):
-        if isinstance(item, FileResult):
-            failures.append(item.error)
-        else:
-            batches.append(item)
+    for batch in transcriber.log_prob_batches(utts):  # the model runs once
+        failures += [err.message for err in batch.errors]
+        if batch.names:
+            batches.append(batch)
     if not batches:
         raise ValueError("no dev utterance could be read: nothing to tune on")
     if choice.lm is None:
         lm_weights = (0.0,)  # a lexicon alone: only the word bonus matters
 
-    def wer_of(decoder: BeamSearchDecoder | None) -> float:
-        transcriber.decoder = decoder
+    def wer_of(decoder: Decoder) -> float:
         scores = []
-        for paths, log_probs, lengths in batches:
-            recs = transcriber.decode_log_probs(log_probs, lengths)
-            scores += [
-                score_utterance(p, refs[p], r.text) for p, r in zip(paths, recs, strict=True)
-            ]
+        for batch in batches:
+            hyps = decoder.decode(batch.log_probs, batch.lengths)
+            for name, found in zip(batch.names, hyps, strict=True):
+                scores.append(score_utterance(name, refs[name], found[0].text if found else ""))
         return score_corpus(scores).wer
 
-    greedy = wer_of(None)
+    greedy = wer_of(GreedyDecoder(transcriber.tokenizer))
     words = decoder_words(transcriber.tokenizer, choice)
     grid = []
     pairs = [(w, s) for w in lm_weights for s in word_scores]
@@ -86,7 +85,6 @@ def tune_decoder(
         cfg = BeamConfig(beam_size=beam_size, lm_weight=w, word_score=s)
         wer = wer_of(BeamSearchDecoder(transcriber.tokenizer, cfg, words=words, lm=choice.lm))
         grid.append({"lm_weight": w, "word_score": s, "wer": wer})
-    transcriber.decoder = None
     best = min(grid, key=lambda g: (round(g["wer"], 9), abs(g["lm_weight"]), abs(g["word_score"])))
     settings = DecoderSettings(
         lm_sha256=choice.lm_sha256,

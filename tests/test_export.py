@@ -22,7 +22,7 @@ from asr.data import SpeechDataset, collate, read_manifest
 from asr.export import export_onnx, load_onnx
 from asr.features import FeatureConfig
 from asr.model import ModelConfig, Recogniser
-from asr.text import CharTokenizer
+from asr.tokenizers import CharTokenizer
 from asr.transcribe import Transcriber
 from tests.conftest import TEXTS, make_tone_corpus
 
@@ -83,10 +83,7 @@ def _padded_batch(seconds: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
 # (model, feature options) of every shape the front-end and recurrent stack can take
 SHAPES = {
     "gru-sub2": (ModelConfig(n_mels=20, conv_channels=4, subsample=2), {}),
-    "lstm-sub4-utterance-cmn": (
-        ModelConfig(n_mels=20, rnn_type="lstm", conv_channels=4, subsample=4),
-        {"utterance_cmn": True},
-    ),
+    "lstm-sub4": (ModelConfig(n_mels=20, rnn_type="lstm", conv_channels=4, subsample=4), {}),
     "rnn-left-to-right-no-conv": (
         ModelConfig(n_mels=16, rnn_type="rnn", conv_channels=0, subsample=1, bidirectional=False),
         {"normalize_level": False},
@@ -101,17 +98,17 @@ def test_onnx_matches_pytorch_on_a_padded_batch(tmp_path, shape):
     feature_cfg = FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=model_cfg.n_mels, **feature_options)
     model = _save_random_model(tmp_path / "m.pt", model_cfg, feature_cfg)
     assert export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx") <= TOLERANCE
-    onnx_model, _, _ = load_onnx(tmp_path / "m.onnx")
+    runner, _, _ = load_onnx(tmp_path / "m.onnx")
     # Longer than the trace's probe batch (1 s) and in another order: the axes are dynamic.
     wavs, lens = _padded_batch([0.31, 1.73, 0.9])
     with torch.no_grad():
         expected, expected_lens = model(wavs, lens)
-    got, got_lens = onnx_model(wavs, lens)
+    got, got_lens = runner.log_probs(wavs, lens)
     assert got.shape == expected.shape and torch.equal(got_lens, expected_lens)
     for b, n in enumerate(expected_lens.tolist()):
         assert (got[b, :n] - expected[b, :n]).abs().max() <= TOLERANCE
         # Alone, without the padding, each utterance gets the same output as in the batch.
-        alone, alone_len = onnx_model(wavs[b : b + 1, : lens[b]], lens[b : b + 1])
+        alone, alone_len = runner.log_probs(wavs[b : b + 1, : lens[b]], lens[b : b + 1])
         assert alone.shape[1] == alone_len.item() == n
         assert (alone[0] - got[b, :n]).abs().max() <= 1e-5
         assert (alone[0] - expected[b, :n]).abs().max() <= TOLERANCE
@@ -126,13 +123,13 @@ def test_metadata_carries_a_bpe_tokenizer_and_tuned_decoder_values(tmp_path):
     model_cfg = ModelConfig(n_mels=20, hidden_size=8, num_layers=1, conv_channels=4)
     _save_random_model(tmp_path / "m.pt", model_cfg, tokenizer=tokenizer, decoder=tuned)
     export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx")
-    onnx_model, onnx_tokenizer, meta = load_onnx(tmp_path / "m.onnx")
+    runner, onnx_tokenizer, meta = load_onnx(tmp_path / "m.onnx")
     assert isinstance(onnx_tokenizer, BpeTokenizer)
     assert onnx_tokenizer.model_proto == tokenizer.model_proto  # bytes, through base64
     assert onnx_tokenizer.encode("cab ba") == tokenizer.encode("cab ba")
     assert meta["decoders"] == [tuned]  # a checkpoint of the earlier one-LM format
-    assert onnx_model.features.cfg == FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=20)
-    assert onnx_model.acoustic.cfg == replace(model_cfg, vocab_size=tokenizer.vocab_size)
+    assert runner.feature_cfg == FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=20)
+    assert runner.model_cfg == replace(model_cfg, vocab_size=tokenizer.vocab_size)
     # The transcriber takes the frame rate and the sample rate from the metadata.
     transcriber = Transcriber.from_checkpoint(tmp_path / "m.onnx")
     assert transcriber.sample_rate == SAMPLE_RATE

@@ -16,9 +16,9 @@ import webvtt
 from torch import nn
 
 from asr.audio import AudioError
-from asr.beam import BeamConfig, BeamSearchDecoder
+from asr.decoding.beam import BeamConfig, BeamSearchDecoder
 from asr.subtitles import group_cues, to_json_record, to_srt, to_vtt
-from asr.text import CharTokenizer
+from asr.tokenizers import CharTokenizer
 from asr.transcribe import SampleRateWarning, Transcriber
 
 
@@ -47,8 +47,6 @@ def test_leading_trailing_and_doubled_spaces_are_dropped():
 
 
 def test_beam_search_decoder_replaces_greedy_and_gives_nbest():
-    from asr.beam import BeamConfig, BeamSearchDecoder
-
     tok = CharTokenizer([" ", "a", "b"])  # ids: blank 0, space 1, a 2, b 3
     ids = [2, 3, 0, 3, 1, 2]  # frames "ab", blank, "b a": greedy "abb a"
     transcriber = Transcriber(FixedOutput(ids, tok.vocab_size), tok, "cpu")
@@ -90,8 +88,9 @@ def test_segments_of_one_file_match_the_same_audio_cut_into_files(tmp_path):
 
     def log_probs_by_name(sources):
         out = {}
-        for names, log_probs, lengths in transcriber.log_probs_files(sources):
-            for name, lp, n in zip(names, log_probs, lengths, strict=True):
+        for batch in transcriber.log_prob_batches(sources):
+            assert not batch.errors
+            for name, lp, n in zip(batch.names, batch.log_probs, batch.lengths, strict=True):
                 out[name] = lp[: int(n)]
         return out
 
@@ -343,7 +342,7 @@ def test_transcribe_files_returns_results_in_input_order(tmp_path):
 def test_a_path_that_does_not_spell_the_text_is_not_timed():
     """Words are timed only on a path that spells the decoder's text; otherwise the error says
     what the path spells."""
-    from asr.beam import Hypothesis
+    from asr.decoding import Hypothesis
 
     class Mismatched:
         def decode(self, log_probs, lengths):
