@@ -34,6 +34,7 @@ import torchaudio
 from torch import nn
 
 from asr.checkpoint import CheckpointError, load_checkpoint, recogniser_from_state
+from asr.config import ConfigError, known_fields
 from asr.decoding.choose import tuned_settings
 from asr.features import FeatureConfig
 from asr.files import atomic_write_bytes
@@ -297,9 +298,13 @@ def load_onnx(path: str | Path) -> tuple[OnnxRunner, Tokenizer, dict]:
         meta = _from_json(json.loads(text))
         if meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"format version {meta.get('version')}, expected {FORMAT_VERSION}")
-        feature_cfg = FeatureConfig(**meta["config"]["features"])
-        model_cfg = ModelConfig(**meta["config"]["model"])
+        # options removed since the export are passed over when off, named when on
+        features = known_fields("features", meta["config"]["features"], str(path))
+        feature_cfg = FeatureConfig(**features)
+        model_cfg = ModelConfig(**known_fields("model", meta["config"]["model"], str(path)))
         tokenizer = tokenizer_from_state(meta["tokenizer"])
+    except ConfigError as err:  # names the file and the option
+        raise CheckpointError(str(err)) from None
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: unusable rnn-asr metadata ({err})") from None
     return OnnxRunner(session, feature_cfg, model_cfg), tokenizer, meta

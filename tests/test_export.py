@@ -192,6 +192,30 @@ def test_onnx_model_transcribes_like_its_checkpoint(tmp_path, capsys):
     assert all(w in words for text in beam_pt for w in text.split())
 
 
+def test_a_removed_feature_option_in_older_metadata(tmp_path):
+    """An export that records a since-removed option loads when the option is off, and is
+    refused in one line naming the file and the option when it is on."""
+    import onnx
+
+    _save_random_model(tmp_path / "m.pt", ModelConfig(n_mels=20, hidden_size=8, num_layers=1))
+    export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx")
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    (entry,) = [e for e in proto.metadata_props if e.key == asr.export.METADATA_KEY]
+    meta = json.loads(entry.value)
+    for value in (False, True):
+        meta["config"]["features"]["utterance_cmn"] = value
+        entry.value = json.dumps(meta)
+        onnx.save(proto, str(tmp_path / f"cmn_{value}.onnx"))
+    runner, _, _ = load_onnx(tmp_path / "cmn_False.onnx")
+    assert runner.feature_cfg == FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=20)
+    with pytest.raises(CheckpointError) as err:
+        load_onnx(tmp_path / "cmn_True.onnx")
+    assert str(err.value) == (
+        f"{tmp_path / 'cmn_True.onnx'}: features.utterance_cmn=True: this option was removed "
+        "(it measured no gain: see the ablation table in recipes/an4/RESULTS.md)"
+    )
+
+
 def test_bad_models_give_one_line_errors_naming_the_file(tmp_path, capsys):
     make_tone_corpus(tmp_path / "tones", SAMPLE_RATE)
     wav = next((tmp_path / "tones").glob("*.wav"))
