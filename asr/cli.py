@@ -796,6 +796,106 @@ def _how_prepared(spec: Dataset) -> str:
     return "downloads" if spec.download is not None else "needs --source"
 
 
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    from asr.serve.config import ServeConfig
+
+    d = ServeConfig(model="")
+    p = sub.add_parser(
+        "serve",
+        help="serve a model: OpenAI's transcription API over HTTP, Wyoming, and a web page",
+        description="Serve a model over HTTP (POST /v1/audio/transcriptions as OpenAI's API, "
+        "GET /v1/models, GET /health, the page at /) and/or Home Assistant's Wyoming protocol. "
+        "Needs the serve extra: pip install 'rnn-asr[serve]'.",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint (.pt) from `asr train`, or .onnx from `asr export`",
+    )
+    p.add_argument("--lm", help="n-gram LM folder or file: beam search (default greedy)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--model-name", help="the model's id in /v1/models (default FOLDER/FILE)")
+    p.add_argument("--language", default=d.language, help="the model's language (default en)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--no-http", action="store_true", help="serve Wyoming only")
+    p.add_argument(
+        "--wyoming", metavar="URI", help="also serve Wyoming, e.g. tcp://127.0.0.1:10300"
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("ASR_API_KEY"),
+        help="key every /v1 request must send as 'Authorization: Bearer KEY' "
+        "(default $ASR_API_KEY; none: no key)",
+    )
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="(default 200)")
+    g.add_argument(
+        "--max-audio-seconds", type=float, default=d.max_audio_seconds, help="(default 14400)"
+    )
+    g.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=d.max_queue,
+        help="requests in flight at once; more get 503 with Retry-After (default 64)",
+    )
+    g.add_argument(
+        "--shutdown-seconds",
+        type=float,
+        default=d.shutdown_seconds,
+        help="on SIGTERM, how long requests in flight may still take (default 30)",
+    )
+    g = p.add_argument_group("batching (the segments of all requests share model batches)")
+    g.add_argument(
+        "--max-batch-size", type=_positive_int, default=d.max_batch_size, help="(default 16)"
+    )
+    g.add_argument(
+        "--max-batch-seconds",
+        type=float,
+        default=d.max_batch_seconds,
+        help="padded audio seconds per batch (default 320)",
+    )
+    g.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        help="how long a batch with room waits for more audio (default 10)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from asr.serve.server import exposure_warnings, run_server
+    except ModuleNotFoundError as err:
+        return _fail(f"asr serve needs the serve extra: pip install 'rnn-asr[serve]' ({err})")
+    from asr.serve.config import ServeConfig
+
+    if args.no_http and not args.wyoming:
+        return _fail("--no-http needs --wyoming URI (there would be nothing to serve)")
+    if not Path(args.model).is_file():
+        return _fail(f"{args.model}: no such model file")
+    config = ServeConfig(
+        model=args.model,
+        lm=args.lm,
+        device=args.device,
+        model_name=args.model_name,
+        language=args.language,
+        api_key=args.api_key or None,
+        max_upload_mb=args.max_upload_mb,
+        max_audio_seconds=args.max_audio_seconds,
+        max_queue=args.max_queue,
+        max_batch_size=args.max_batch_size,
+        max_batch_seconds=args.max_batch_seconds,
+        max_wait_ms=args.max_wait_ms,
+        shutdown_seconds=args.shutdown_seconds,
+    )
+    host = None if args.no_http else args.host
+    for line in exposure_warnings(config, host, args.wyoming):
+        print(f"asr: warning: {line}", file=sys.stderr)
+    return run_server(config, host, args.port, args.wyoming)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asr", description="Speech recognition with recurrent networks and CTC."
@@ -813,6 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lm_parser(sub)
     add_prepare_parser(sub)
     add_validate_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
