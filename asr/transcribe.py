@@ -20,12 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import nn
 
 from asr.align import WordTiming, path_word_timings
-from asr.audio import AudioError, audio_duration, load_audio, to_mono_resampled
+from asr.audio import (
+    AUDIO_SUFFIXES,
+    AudioError,
+    audio_duration,
+    audio_sample_rate,
+    load_audio,
+    to_mono_resampled,
+)
 from asr.checkpoint import load_checkpoint, recogniser_from_state
 from asr.data import Utterance
 from asr.decoding import Hypothesis
@@ -46,6 +52,7 @@ from asr.segmenter import Segment, SegmenterConfig, find_segments
 from asr.tokenizers import CharTokenizer, Tokenizer
 
 __all__ = [
+    "AUDIO_SUFFIXES",
     "AudioSource",
     "FileResult",
     "Recognition",
@@ -86,9 +93,6 @@ def samples_first(audio: np.ndarray) -> np.ndarray:
         f"audio array: expected (S,) or (S, C) samples (or channels-first (C, S)) with at most "
         f"{MAX_CHANNELS} channels, got shape {tuple(audio.shape)}"
     )
-
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph", ".opus", ".aiff", ".aif", ".au"}
 
 
 @dataclass
@@ -317,9 +321,9 @@ class Transcriber:
             return
         path = source.audio_filepath if isinstance(source, Utterance) else source
         try:
-            rate = sf.info(str(path)).samplerate
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
-            return  # loading reports an unreadable file; FFmpeg-read formats are not checked
+            rate = audio_sample_rate(path)
+        except AudioError:
+            return  # loading reports an unreadable file
         self._warn_if_upsampled(str(path), rate)
 
     def _warn_if_upsampled(self, name: str, rate: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -321,6 +322,35 @@ def test_lower_sample_rate_is_upsampled_with_one_warning(tmp_path):
         Transcriber(RecordingModel(), LETTERS, "cpu").transcribe(high)
     with pytest.warns(SampleRateWarning, match="audio array: 8000 Hz audio upsampled"):
         Transcriber(RecordingModel(), LETTERS, "cpu").transcribe(np.zeros(800), sample_rate=8000)
+
+
+def test_a_folder_yields_the_formats_ffmpeg_reads_too(tmp_path):
+    from asr.transcribe import find_audio_files
+
+    for name in ("a.wav", "memo.m4a", "talk.mp4", "call.webm", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    files, problems = find_audio_files([tmp_path])
+    assert [Path(f).name for f in files] == ["a.wav", "call.webm", "memo.m4a", "talk.mp4"]
+    assert problems == []
+
+
+def test_a_low_rate_m4a_is_upsampled_with_the_warning(tmp_path):
+    """The rate comes from what FFmpeg decodes for formats libsndfile cannot open."""
+    av = pytest.importorskip("av", reason="PyAV (the formats extra) is not installed")
+    path = tmp_path / "memo.m4a"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=8000, layout="mono")
+        for i in range(0, 8000, 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 8000, i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    transcriber = Transcriber(RecordingModel(), LETTERS, "cpu")
+    with pytest.warns(SampleRateWarning, match=f"{path}: 8000 Hz audio upsampled"):
+        (result,) = transcriber.transcribe_files([path])
+    assert result.error is None
 
 
 def test_transcribe_files_returns_results_in_input_order(tmp_path):
