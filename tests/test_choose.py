@@ -57,4 +57,3 @@ def test_lm_weight_with_a_lexicon_but_no_lm_is_refused(tmp_path):
     # the word score is the lexicon search's own
     decoder, _ = make_decoder(TOK, lexicon_only, tuned=[], word_score=-1.0)
     assert decoder is not None and decoder.cfg.word_score == -1.0
-
