@@ -13,13 +13,13 @@ from pathlib import Path
 
 from asr import __version__
 from asr.audio import AudioError
-from asr.beam import BeamConfig, DecoderError
 from asr.checkpoint import CheckpointError
 from asr.config import ConfigError
 from asr.data import ManifestError
 from asr.datasets import Dataset, DatasetError, Option
+from asr.decoding.beam import BeamConfig, DecoderError
 from asr.files import DownloadError, atomic_write_text
-from asr.text import TokenizerError
+from asr.tokenizers import TokenizerError
 
 # Errors whose message already names the file and the cause: printed as one line, exit 1.
 USER_ERRORS = (
@@ -310,7 +310,7 @@ def add_tune_decoder_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_tune_decoder(args: argparse.Namespace) -> int:
     from asr.checkpoint import load_checkpoint
     from asr.data import read_manifest
-    from asr.decoders import resolve_lm
+    from asr.decoding.choose import resolve_lm
     from asr.transcribe import Transcriber
     from asr.tune import store_settings, tune_decoder
 
@@ -428,7 +428,7 @@ def _describe_decoder(decoder, args: argparse.Namespace) -> dict:
         "lm": args.lm,
         "lexicon": args.lexicon,
         "beam_size": cfg.beam_size,
-        "lm_weight": cfg.lm_weight,
+        "lm_weight": cfg.lm_weight if args.lm is not None else None,  # no LM: none acts
         "word_score": cfg.word_score,
     }
 
