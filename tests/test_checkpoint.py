@@ -14,7 +14,7 @@ import torch
 from asr.checkpoint import CheckpointError, load_checkpoint, recogniser_from_state, save_checkpoint
 from asr.features import FeatureConfig
 from asr.model import ModelConfig, Recogniser
-from asr.text import CharTokenizer
+from asr.tokenizers import CharTokenizer
 
 
 def make_state() -> tuple[dict, Recogniser, CharTokenizer]:
@@ -97,8 +97,9 @@ def test_pickled_objects_are_refused(tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert str(err.value) == (
-        f"{path}: not a readable checkpoint: it holds Python objects (asr.text.CharTokenizer), "
-        "which are not loaded for safety (a checkpoint holds only tensors and plain data)"
+        f"{path}: not a readable checkpoint: it holds Python objects "
+        "(asr.tokenizers.CharTokenizer), which are not loaded for safety (a checkpoint holds "
+        "only tensors and plain data)"
     )
 
 
