@@ -199,25 +199,6 @@ def _describe(head: bytes) -> str:
     return "not a file torch.save writes"
 
 
-def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of model state dicts (integer buffers such as BatchNorm's batch
-    counter are taken from the last).
-
-    >>> a, b = {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}
-    >>> average_weights([a, b])["w"].tolist()
-    [2.0, 4.0]
-    """
-    if not states:
-        raise ValueError("no weights to average")
-    mean = {}
-    for key, last in states[-1].items():
-        if last.is_floating_point():
-            mean[key] = sum(s[key].double() for s in states).div(len(states)).to(last.dtype)
-        else:
-            mean[key] = last.clone()
-    return mean
-
-
 def recogniser_from_state(state: dict) -> tuple[Recogniser, Tokenizer]:
     """Rebuild the recogniser (weights loaded, eval mode) and tokenizer from a checkpoint dict.
 

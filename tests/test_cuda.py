@@ -46,7 +46,7 @@ def test_trainer_uses_the_gpu_and_pinned_batches(tone_manifest: Path, tmp_path: 
     trainer = Trainer(cfg, tmp_path / "exp")
     assert trainer.device.type == "cuda"
     assert all(p.is_cuda for p in trainer.model.parameters())
-    batch = next(iter(trainer._loader(trainer.dataset, trainer.sampler)))
+    batch = next(iter(trainer.loader(trainer.dataset, trainer.sampler)))
     assert batch["wavs"].is_pinned() and batch["tokens"].is_pinned()
     trainer.fit_cmvn()
     assert trainer.model.features.cmvn_mean.is_cuda

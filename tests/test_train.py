@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.checkpoint import average_weights
 from asr.config import load_config
 from asr.data import read_manifest
-from asr.train import Trainer, planned_steps, train
+from asr.training.averaging import average_weights
+from asr.training.schedule import planned_steps
+from asr.training.trainer import Trainer, train
 from asr.transcribe import Transcriber
 from tests.conftest import tiny_overrides
 
@@ -140,20 +141,30 @@ def test_average_of_the_last_validations_is_scored_and_kept_only_if_better(
     assert same == (averaged[0]["dev_wer"] < min(h["dev_wer"] for h in epochs))
 
 
+class ScriptedDevWER(Trainer):
+    """Validations score these WERs in turn: six epochs', then the mean's, the worst of all."""
+
+    wers = (0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.9)
+
+    def validate(self) -> float:
+        self.validations = getattr(self, "validations", 0) + 1
+        return self.wers[self.validations - 1]
+
+
 def test_keep_average_makes_the_mean_best_pt_whatever_its_dev_wer(
-    tone_manifest: Path, tmp_path: Path, capsys, monkeypatch
+    tone_manifest: Path, tmp_path: Path, capsys
 ):
-    # Six epochs' validations, then the mean's: the mean scores worst of all, and is kept.
-    wers = iter([0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.9])
-    monkeypatch.setattr(Trainer, "validate", lambda self: next(wers))
     settings = [
         *tiny_overrides(tone_manifest),
         "train.epochs=6",
         "train.validate_every_epochs=1",
         "train.average_last=3",
     ]
-    cfg = load_config(None, [*settings, "train.keep_average=true"])
-    result = train(cfg, tmp_path / "exp")
+    trainer = ScriptedDevWER(
+        load_config(None, [*settings, "train.keep_average=true"]), tmp_path / "exp"
+    )
+    trainer.fit_cmvn()
+    result = trainer.run()
     assert [h["dev_wer"] for h in result.history][-1] == 0.9
     snapshots = sorted((tmp_path / "exp" / "snapshots").glob("step-*.pt"))
     mean = average_weights([torch.load(s, weights_only=True)["model"] for s in snapshots])
@@ -171,10 +182,14 @@ def test_keep_average_makes_the_mean_best_pt_whatever_its_dev_wer(
 
 
 def test_keep_average_says_so_when_the_schedule_did_not_end(
-    tone_manifest: Path, tmp_path: Path, capsys, monkeypatch
+    tone_manifest: Path, tmp_path: Path, capsys
 ):
-    monkeypatch.setattr(Trainer, "_budget_spent", lambda self: self.progress.step >= 3)
-    settings = ["train.epochs=6", "train.average_last=3", "train.keep_average=true"]
+    settings = [
+        "train.epochs=6",
+        "train.max_steps=3",
+        "train.average_last=3",
+        "train.keep_average=true",
+    ]
     result = train(load_config(None, [*tiny_overrides(tone_manifest), *settings]), tmp_path / "x")
     assert not [h for h in result.history if "averaged" in h]
     best = torch.load(tmp_path / "x" / "best.pt", weights_only=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,9 @@ import torch
 from asr.checkpoint import CheckpointError, load_checkpoint, previous_of, save_checkpoint
 from asr.config import load_config
 from asr.data import collate
-from asr.train import Trainer, TrainingError, train
+from asr.distributed import DistContext
+from asr.training.step import LossSum, StepResult, split_batch, train_step
+from asr.training.trainer import Trainer, TrainingError, train
 from tests.conftest import tiny_overrides
 
 # Deterministic steps: no dropout, augmentation or masks, on the CPU in fp32 (on an H100, even
@@ -40,97 +43,116 @@ def trainer_and_batch(manifest: Path, out: Path, size: int = 6) -> tuple[Trainer
     return trainer, batch
 
 
+def step(trainer: Trainer, batch: dict, loss_sum: LossSum | None = None) -> StepResult:
+    """One step of the trainer's model, optimizer and loss scaler on one process."""
+    return train_step(
+        trainer.model,
+        trainer.optimizer,
+        trainer.scaler,
+        DistContext(),
+        trainer.device,
+        [batch],
+        loss_sum or trainer.loss_sum,
+        grad_clip=trainer.cfg.train.grad_clip,
+    )
+
+
 def test_non_finite_step_leaves_weights_and_optimizer_untouched(tone_manifest, tmp_path):
     trainer, batch = trainer_and_batch(tone_manifest, tmp_path / "a")
-    assert trainer.train_step([batch]) is not None  # one real step: the optimizer has state
+    assert step(trainer, batch).stepped  # one real step: the optimizer has state
     weights = copy.deepcopy(trainer.model.state_dict())
     moments = copy.deepcopy(trainer.optimizer.state_dict())
-    lr = trainer.scheduler.get_last_lr()
-    real = trainer._loss_sum
-    trainer._loss_sum = lambda b: (real(b)[0] * torch.tensor(float("nan")), len(b["wav_lens"]))
-    loss = trainer.train_step([batch])
-    assert loss != loss  # NaN: the step was skipped
+    result = step(trainer, batch, lambda b: trainer.loss_sum(b) * torch.tensor(float("nan")))
+    assert math.isnan(result.loss) and not result.stepped
     assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
     after = trainer.optimizer.state_dict()
     for key, state in moments["state"].items():
         assert all(torch.equal(state[n], after["state"][key][n]) for n in state)
-    assert trainer.scheduler.get_last_lr() == lr
 
 
-def test_step_skipped_by_the_fp16_loss_scaler_does_not_advance_the_schedule(
-    tone_manifest, tmp_path
-):
+def test_step_skipped_by_the_fp16_loss_scaler_is_not_an_optimizer_step(tone_manifest, tmp_path):
     # fp16 needs CUDA; the CPU's GradScaler takes the same path through train_step.
     trainer, batch = trainer_and_batch(tone_manifest, tmp_path / "a")
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    assert trainer.train_step([batch]) is not None
-    assert trainer.scheduler.last_epoch == 1
+    assert step(trainer, batch).stepped
     weights = copy.deepcopy(trainer.model.state_dict())
-    real = trainer._loss_sum
-    trainer._loss_sum = lambda b: (real(b)[0] * float("inf"), len(b["wav_lens"]))
-    trainer.train_step([batch])
+    result = step(trainer, batch, lambda b: trainer.loss_sum(b) * float("inf"))
+    assert not result.stepped  # (the LR schedule waits with it)
     assert trainer.scaler.get_scale() == 512.0  # the scaler skipped the step, lowered its scale
     assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
-    assert trainer.scheduler.last_epoch == 1
-    trainer._loss_sum = real
-    trainer.train_step([batch])
-    assert trainer.scheduler.last_epoch == 2
+    assert step(trainer, batch).stepped
 
 
-def test_too_many_bad_steps_in_a_row_stop_training(tone_manifest, tmp_path, monkeypatch, capsys):
-    real = Trainer._loss_sum
-
-    def bad_from_the_third_call(self, batch):
+class NonFiniteFromTheThirdBatch(Trainer):
+    def loss_sum(self, batch: dict) -> torch.Tensor:
         self.calls = getattr(self, "calls", 0) + 1
-        loss, count = real(self, batch)
-        return (loss * float("nan") if self.calls >= 3 else loss), count
+        loss = super().loss_sum(batch)
+        return loss * float("nan") if self.calls >= 3 else loss
 
-    monkeypatch.setattr(Trainer, "_loss_sum", bad_from_the_third_call)
+
+def test_too_many_bad_steps_in_a_row_stop_training(tone_manifest, tmp_path, capsys):
     cfg = load_config(None, [*tiny_overrides(tone_manifest), *STEADY, "train.max_bad_steps=3"])
+    trainer = NonFiniteFromTheThirdBatch(cfg, tmp_path / "exp")
+    trainer.fit_cmvn()
     with pytest.raises(TrainingError, match="3 steps in a row with a non-finite loss"):
-        train(cfg, tmp_path / "exp")
+        trainer.run()
     out = capsys.readouterr().out
     assert out.count("warning: step skipped at epoch ") == 3
     assert "(3 in a row, 3 in all)" in out
+    assert trainer.progress.step == 2 and trainer.progress.bad_steps == 3
+    assert trainer.scheduler.last_epoch == 2  # the schedule advanced with the good steps only
 
 
 def test_out_of_memory_redoes_the_step_in_pieces_with_the_same_result(tone_manifest, tmp_path):
     plain, batch = trainer_and_batch(tone_manifest, tmp_path / "plain")
     split, _ = trainer_and_batch(tone_manifest, tmp_path / "split")
-    real = split._loss_sum
 
-    def out_of_memory_over_two(b):
+    def out_of_memory_over_two(b: dict) -> torch.Tensor:
         if len(b["wav_lens"]) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(b)
+        return split.loss_sum(b)
 
-    split._loss_sum = out_of_memory_over_two
-    assert split.train_step([batch]) == pytest.approx(plain.train_step([batch]), abs=1e-5)
-    assert split.progress.split_steps == 2  # 6 -> halves of 3 -> quarters of 1-2
+    result = step(split, batch, out_of_memory_over_two)
+    assert result.loss == pytest.approx(step(plain, batch).loss, abs=1e-5)
+    assert result.splits == 2  # 6 -> halves of 3 -> quarters of 1-2
     # the same step (Adam's normalisation magnifies float rounding in near-zero gradients;
     # an update is about lr = 1e-2, a step on other gradients would differ by that much)
     for key, value in plain.model.state_dict().items():
         torch.testing.assert_close(split.model.state_dict()[key], value, atol=1e-4, rtol=0)
 
-    # Out of memory even one utterance at a time: the batch is left out, training goes on.
-    def always_out_of_memory(b):
+    # Out of memory even one utterance at a time: the batch is left out, weights untouched.
+    def always_out_of_memory(b: dict) -> torch.Tensor:
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
 
-    split._loss_sum = always_out_of_memory
     before = copy.deepcopy(split.model.state_dict())
-    assert split.train_step([batch]) is None
-    assert split.progress.skipped_batches == 1
+    result = step(split, batch, always_out_of_memory)
+    assert result.loss is None and result.out_of_memory_batches == 1 and not result.stepped
     assert all(torch.equal(before[k], v) for k, v in split.model.state_dict().items())
+    assert all(p.grad is None for p in split.model.parameters())
 
 
-def test_an_epoch_with_every_batch_left_out_stops_training(tone_manifest, tmp_path, monkeypatch):
-    def always_out_of_memory(self, batch):
+def test_a_batch_with_an_empty_share_is_left_out_with_its_load_errors(tone_manifest, tmp_path):
+    trainer, batch = trainer_and_batch(tone_manifest, tmp_path / "a")
+    nothing = {**split_batch(batch, 6)[0], "errors": ["a.wav: cannot read (injected)"]}
+    nothing = {k: v[:0] if isinstance(v, torch.Tensor) else v for k, v in nothing.items()}
+    before = copy.deepcopy(trainer.model.state_dict())
+    result = step(trainer, nothing)
+    assert result.loss is None and result.unloadable_batches == 1
+    assert result.failed_utterances == 1 and result.load_errors == ["a.wav: cannot read (injected)"]
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+class AlwaysOutOfMemory(Trainer):
+    def loss_sum(self, batch: dict) -> torch.Tensor:
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(Trainer, "_loss_sum", always_out_of_memory)
+
+def test_an_epoch_with_every_batch_left_out_stops_training(tone_manifest, tmp_path):
     cfg = load_config(None, [*tiny_overrides(tone_manifest), "train.epochs=3"])
+    trainer = AlwaysOutOfMemory(cfg, tmp_path / "exp")
+    trainer.fit_cmvn()
     with pytest.raises(TrainingError, match="epoch 1: every batch was left out"):
-        train(cfg, tmp_path / "exp")  # (it used to go round epoch after epoch, never stepping)
+        trainer.run()
     assert (tmp_path / "exp" / "last.pt").exists()
 
 
