@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -101,3 +103,14 @@ def test_a_signal_sets_the_request_a_second_stops_at_once_and_handlers_come_back
     assert capsys.readouterr().out == (
         "SIGTERM: stopping at the end of this step (again to stop at once)\n"
     )
+
+
+def test_training_imports_neither_the_beam_search_nor_the_lm_code():
+    # Validation decodes greedily (asr.evaluate.evaluate_greedy).
+    code = (
+        "import sys, asr.train, asr.training.trainer; "
+        "print(sorted(m for m in ('asr.lm', 'asr.decoding.beam', 'asr.transcribe') "
+        "if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"

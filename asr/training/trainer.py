@@ -39,7 +39,7 @@ from asr.distributed import (
     init_distributed,
     process_device,
 )
-from asr.evaluate import evaluate_utterances
+from asr.evaluate import evaluate_greedy
 from asr.features import SpecAugment
 from asr.files import atomic_write_text
 from asr.metrics import write_report
@@ -51,7 +51,6 @@ from asr.training.schedule import Budget, lr_schedule
 from asr.training.signals import StopRequest, TrainingStopped, stop_on_signals
 from asr.training.step import StepOutOfMemory, StepResult, ctc_loss_sum, train_step
 from asr.training.utterances import DataError, load_normalised, within_max_duration
-from asr.transcribe import Transcriber
 
 
 class TrainingError(RuntimeError):
@@ -335,8 +334,9 @@ class Trainer:
     # ---- validation ----------------------------------------------------------------------
     def validate(self) -> float:
         """Greedy dev-set WER; writes errs-dev.txt next to the checkpoints."""
-        transcriber = Transcriber(self.model, self.tokenizer, self.device, self.cfg.train.precision)
-        result = evaluate_utterances(transcriber, self.dev_utts)
+        result = evaluate_greedy(
+            self.model, self.tokenizer, self.dev_utts, self.device, self.cfg.train.precision
+        )
         if result.failures:
             raise DataError(result.failures, "the dev set", "fix or remove these files")
         write_report(
