@@ -54,27 +54,18 @@ and line. Every listed clip must exist and have a readable header (a copy with c
 reported as incomplete, with the first few missing); nothing is written unless all pass. A row
 whose sentence has no letter or digit left after normalisation is skipped, and named on stderr.
 
-Durations come from the clip's header through libsndfile 1.2.2 (`asr.audio.audio_duration`),
-measured on 300 mp3 clips of 3-6 s at 48 kHz written by libsndfile itself (LAME, variable bit
-rate, a Xing/LAME header in the first frame): every length exact to the sample, 0.4 ms a clip
-(0.5 ms with the check below), against 6 ms to decode a 4.5 s clip; a million clips take about
-nine minutes. Threads did not read headers faster here (2 cores), so there are none. Without
-that first frame libsndfile guesses a variable-bit-rate file's length from the first frame's
-bit rate and decodes no further than the guess: a 4.0 s test clip became 1.18 s, in the header
-and in the samples read. So the first 8 KB of every mp3 are read: a variable-bit-rate file
-without a Xing/Info/VBRI frame (frame bit rates that differ) is refused by name, with how to
-re-encode it. (A constant-bit-rate file without one is taken: its length follows from the file
-size; libsndfile here only wrote variable bit rates, so that case was not measured.)
+Durations come from each clip's header (`asr.audio.audio_duration`, through libsndfile),
+without decoding the audio: exact for an mp3 with a Xing/Info/VBRI frame. Without that frame
+libsndfile guesses a variable-bit-rate file's length from its first frame's bit rate, and
+reads no further than the guess. So the first 8 KB of every mp3 are read: a variable-bit-rate
+file without such a frame (frame bit rates that differ) is refused by name, with how to
+re-encode it; a constant-bit-rate file without one is taken (its length follows from the file
+size).
 
-Not lhotse: its `prepare_commonvoice` (lhotse 1.33) was run on these generated copies first
-(tests/test_commonvoice.py's layout) and falls short: it reads `row["variant"]`, so a release
-from before that column fails with KeyError: 'variant'; a clip missing from clips/ is dropped
-with a log line at INFO level (3 of 4 rows prepared, no error), so a partial copy passes
-unnoticed; a row one field short has its columns shifted, so its `path` is not found and it is
-dropped the same way; a row cut shorter fails with AttributeError: 'NoneType' object has no
-attribute 'strip', naming no file or line; with languages="auto" it finds only the 23
-languages of its own list; and it writes its own manifests into the output folder (under names
-it never reads back). The TSV reading it would save is the few lines of `read_tsv`.
+lhotse's `prepare_commonvoice` is not used: it needs the `variant` column (absent from earlier
+releases), leaves out clips missing from clips/ and rows with a field too few without an error,
+and names no file or line for a row it cannot read; the TSV reading it would save is the few
+lines of `read_tsv`.
 
     asr prepare commonvoice --source cv-corpus-21.0-2025-03-14/tr --out-dir exp/commonvoice-tr/data
 """
