@@ -6,8 +6,9 @@
 
 The model runs once over the manifest (not timed); every decoder then works on the same CPU
 log-probabilities, single-threaded, each warmed up on a few utterances first:
-1. greedy (asr.decode, batched);
-2. ours, no LM: asr.beam.BeamSearchDecoder (flashlight-text), lexicon-constrained, per beam;
+1. greedy (asr.decoding.greedy, batched);
+2. ours, no LM: asr.decoding.beam.BeamSearchDecoder (flashlight-text), lexicon-constrained,
+   per beam;
 3. ours + LM: the same with the LM folder's word n-gram, per beam;
 4. pyctcdecode 0.5.0 without and with the same KenLM model and the lexicon's words as
    unigrams, per beam, in its own venv (bench/pyctcdecode_peer.py, one process, no pool).
@@ -36,20 +37,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr.beam import BeamConfig, BeamSearchDecoder, read_word_list
 from asr.checkpoint import load_checkpoint
 from asr.data import Utterance, read_manifest
-from asr.decoders import make_decoder, resolve_lm, tuned_settings
+from asr.decoding.beam import BeamConfig, BeamSearchDecoder, read_word_list
+from asr.decoding.choose import make_decoder, resolve_lm, tuned_settings
 from asr.metrics import score_corpus, score_utterance
 from asr.text import normalize_text
-from asr.transcribe import FileResult, Transcriber
+from asr.transcribe import Transcriber
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "pyctcdecode_peer.py"
 DEFAULT_PEER_PYTHON = HERE / ".venv-pyctcdecode" / "bin" / "python"
 SETUP = "bench/setup_pyctcdecode.sh"  # creates it
 WARMUP = 3  # utterances decoded before timing starts (the peer uses the same number)
-Batch = tuple[list[str], torch.Tensor, torch.Tensor]  # paths, log-probs (B, T, V), lengths (B,)
+Batch = tuple[list[str], torch.Tensor, torch.Tensor]  # keys, log-probs (B, T, V), lengths (B,)
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,13 +72,13 @@ def parse_args() -> argparse.Namespace:
 def model_log_probs(
     transcriber: Transcriber, utts: list[Utterance]
 ) -> tuple[list[Batch], list[str]]:
-    """The model's log-probs for all utterances, in batches; and one line per unreadable one."""
+    """The model's log-probs for all utterances, in batches named by utterance key; and one
+    line per unreadable utterance."""
     batches, failures = [], []
-    for item in transcriber.log_probs_files(utts):
-        if isinstance(item, FileResult):
-            failures.append(item.error)
-        else:
-            batches.append(item)
+    for batch in transcriber.log_prob_batches(utts):
+        failures += [error.message for error in batch.errors]
+        if batch.names:
+            batches.append((batch.names, batch.log_probs, batch.lengths))
     return batches, failures
 
 

@@ -5,14 +5,13 @@
 Manifests of 1 thousand to 1 million lines (`--sizes`) are generated from the entries
 of `--source`: distinct segments (`offset`, `duration`) of its real files, in a temporary
 folder. For each, a fresh process runs what `Trainer` does with its training data up to the
-first steps: `load_normalised` (asr/train.py: the manifest read and checked, kept on disk
-as an `asr.manifest_index.ManifestIndex`: byte position, duration and offset per line, each
-utterance parsed and its text normalised when asked for), the tokenizer over all texts
-(streamed from the file), `SpeechDataset`,
-`BucketBatchSampler` (an epoch's batches) and a DataLoader with `--workers` worker processes
-that yields `--batches` batches. Reported per size: the process's peak resident memory, the
-largest worker's (a forked worker's RSS counts the pages it shares with its parent), and
-the seconds taken. One JSON line on stdout.
+first steps: `load_normalised` (asr/training/utterances.py: the manifest read and checked,
+kept on disk as an `asr.manifest_index.ManifestIndex`: byte position, duration and offset per
+line, each utterance parsed and its text normalised when asked for), the tokenizer over all
+texts (streamed from the file), `SpeechDataset`, `BucketBatchSampler` (an epoch's batches)
+and a DataLoader with `--workers` worker processes that yields `--batches` batches. Reported
+per size: the process's peak resident memory, the largest worker's (a forked worker's RSS
+counts the pages it shares with its parent), and the seconds taken. One JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from asr.data import BucketBatchSampler, SpeechDataset, collate
 from asr.tokenizers import build_tokenizer
-from asr.train import load_normalised
+from asr.training.utterances import load_normalised
 
 
 def write_manifest_lines(source: Path, lines: int, out: Path) -> None:

@@ -74,7 +74,7 @@ def main() -> None:
     batches = [collate([dataset[i] for i in b]) for b in buckets[: args.steps + 2]]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ctc = torch.nn.CTCLoss(zero_infinity=True)
-    spec_augment = SpecAugment(cfg.spec_augment, cfg.features)
+    spec_augment = SpecAugment(cfg.spec_augment)
     model.train()
 
     def step(batch: dict) -> None:

@@ -3,12 +3,12 @@
     .venv/bin/python bench/train_throughput.py --train exp/an4-idle-s0/data/train.jsonl \
         --config recipes/an4/config.yaml
 
-A real `Trainer` (asr/train.py) is built from the config; validation, checkpoints and CMVN
-fitting are left out. Each round takes `--steps` batches of the epoch (default: the whole
+A real `Trainer` (asr/training/trainer.py) is built from the config; validation, checkpoints
+and CMVN fitting are left out. Each round takes `--steps` batches of the epoch (default: the whole
 epoch) and times them twice, one after the other:
 1. bare: forward + CTC + backward + clipping + AdamW of the trainer's model on pre-made
    tensors: the round's batches, built beforehand, log-mel features computed beforehand;
-2. end to end: a fresh DataLoader iterator (`Trainer._loader`, the config's workers, its
+2. end to end: a fresh DataLoader iterator (`Trainer.loader`, the config's workers, its
    waveform augmentation) feeding `Trainer.train_step` (features, SpecAugment, model, CTC
    loss, optimizer, scheduler), as `Trainer.run` does within an epoch.
 Both see the same batches (augmentation is seeded by (seed, epoch, index), so the main
@@ -31,7 +31,7 @@ import torch
 from asr import gru_scan
 from asr.config import load_config
 from asr.data import collate
-from asr.train import Trainer
+from asr.training.trainer import Trainer
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,7 +57,15 @@ def bare_step(trainer: Trainer, feats: torch.Tensor, frame_lens: torch.Tensor, b
     trainer.optimizer.zero_grad(set_to_none=True)
     log_probs, out_lens = model.acoustic(feats, frame_lens)  # (B, T', V), (B,)
     token_lens = batch["token_lens"]
-    losses = trainer.ctc(log_probs.transpose(0, 1), batch["tokens"], out_lens, token_lens)
+    losses = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1),  # (T', B, V)
+        batch["tokens"],
+        out_lens,
+        token_lens,
+        blank=0,
+        reduction="none",
+        zero_infinity=True,
+    )  # (B,), as the trainer's loss
     (losses / token_lens.clamp(min=1)).mean().backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.cfg.train.grad_clip)
     trainer.optimizer.step()
@@ -123,7 +131,7 @@ def main() -> None:
         trainer.dataset.epoch = 0
         wait = first = 0.0
         start = time.perf_counter()
-        loader = iter(trainer._loader(trainer.dataset, trainer.sampler))
+        loader = iter(trainer.loader(trainer.dataset, trainer.sampler))
         for k in range(steps):
             tick = time.perf_counter()
             batch = next(loader)
