@@ -5,24 +5,12 @@ libsndfile's blocks, or the frames FFmpeg decodes from an m4a, mp4, webm, ... ga
 blocks, so no format is ever decoded whole); every 30 ms frame is classed speech or not by the
 WebRTC VAD, and every 10 ms frame gets its log energy. Speech runs closer than `min_pause`
 are merged, padded by `pad` on each side, and a run longer than `max_seconds` is cut at its
-quietest point (lowest mean log energy over 0.1 s), so a word is not cut in two. The
-defaults were chosen on 40 AN4 test utterances joined with 0.3-1.5 s pauses of low noise
-(bench/long_audio.py builds such files), by the WER of the joined file against the utterances
-one by one (11.9%): mode 3 with 0.5 s pauses and pads gave 12.7%;
-modes 0-2 took the noise between utterances for speech, so long runs were cut at their
-quietest points, often inside an utterance (18-20%); shorter pauses split utterances at the
-gaps between spelled letters, and a model without the context does worse (14-17%).
+quietest point (lowest mean log energy over 0.1 s), so a word is not cut in two.
 Only two small arrays per 10 ms frame are kept (about 1 MB an hour).
 
-Why webrtcvad (the `webrtcvad-wheels` package) and not silero-vad: speed. On this project's
-2-core CPU, one thread, on 7 minutes of joined AN4 test utterances, WebRTC's VAD on 30 ms frames
-ran at a real-time factor of 0.0003 (about 1 s for an hour of audio), Silero's ONNX model (512
-samples per call with onnxruntime) at 0.014 (about 51 s an hour): more than the whole budget
-of the transcription pipeline (RTF 0.01, 36 s an hour, model included). Silero is the better
-detector in loud noise; here the VAD only has to find the pauses to cut at, and the recogniser
-decides what was said, so WebRTC's small C extension (a 0.2 MB library, binary wheels for
-Linux, macOS and Windows) is the better trade. Its 8 kHz mode is used whatever the file's
-rate: it analyses the 0-4 kHz band only, at every rate it accepts.
+The WebRTC VAD (the `webrtcvad-wheels` package) always runs in its 8 kHz mode, whatever the
+file's rate: it analyses the 0-4 kHz band only, at every rate it accepts. Why this detector and
+these defaults: docs/long-audio.md.
 """
 
 from __future__ import annotations
