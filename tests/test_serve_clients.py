@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import wave
@@ -28,7 +31,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe, Info
 
 from tests.conftest import TEXTS, tone_utterance
-from tests.serve_fixtures import RATE, ServeProcess, long_tone_file, offline, tiny_model
+from tests.serve_fixtures import RATE, ROOT, ServeProcess, long_tone_file, offline, tiny_model
 
 KEY = "test-key"
 URL = "/v1/audio/transcriptions"
@@ -257,3 +260,24 @@ def test_soak_of_good_and_bad_requests(model, files, expected, tmp_path):
     assert 500 not in statuses and not wrong
     assert set(statuses) <= {200, 400, 503} and statuses.count(400) > 10
     assert growth < 50, f"resident memory grew by {growth:.1f} MB"
+
+
+def test_the_serve_benchmark_reports_every_figure(tmp_path):
+    """bench/serve.py --small on synthetic audio: each load level, the batch command, the
+    long-file comparison, and a server that drained and exited 0."""
+    out = tmp_path / "serve.json"
+    command = [sys.executable, "bench/serve.py", "--small", "--an4", str(tmp_path / "no-an4")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [*command, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["audio"] == "synthetic tone bursts" and report["server_exit_status"] == 0
+    assert [(r["clients"], r["requests"]) for r in report["load"]] == [(1, 8), (4, 8), (16, 8)]
+    assert all(r["p95_s"] >= r["p50_s"] > 0 for r in report["load"])
+    assert report["batch_command"]["files"] == 8
+    assert report["server_over_batch_at_most_clients"] > 0
+    assert report["head_of_line"]["short_requests_idle"] == 8
+    assert report["head_of_line"]["long_file_s"] == 60.0
+    assert "2-s requests, p95: idle" in run.stdout
