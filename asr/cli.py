@@ -861,6 +861,13 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         default=d.max_wait_ms,
         help="how long a batch with room waits for more audio (default 10)",
     )
+    g.add_argument(
+        "--lanes",
+        type=_positive_int,
+        default=d.lanes,
+        help="threads running the model, each on its share of the cores; with 2 or more, one "
+        "only takes short files, so they never wait behind a long file (default 2)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -888,6 +895,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_batch_seconds=args.max_batch_seconds,
         max_wait_ms=args.max_wait_ms,
+        lanes=args.lanes,
         shutdown_seconds=args.shutdown_seconds,
     )
     host = None if args.no_http else args.host

@@ -286,7 +286,8 @@ def test_listening_beyond_this_machine_without_a_key_is_warned():
 
 class CountingModel:
     """Stands in for a Transcriber: log-probs of one frame per 100 samples; records each
-    batch's rows (the first sample of each piece) and can hold a batch until released."""
+    batch's rows (the first sample of each piece) and holds a batch with a piece tagged 1
+    until `hold` is set."""
 
     sample_rate = 1000
 
@@ -297,9 +298,11 @@ class CountingModel:
         self.running = threading.Event()
 
     def log_probs(self, wavs: torch.Tensor, wav_lens: torch.Tensor):
-        self.batches.append([int(w[0]) for w in wavs])
-        self.running.set()
-        self.hold.wait(10)
+        tags = [int(w[0]) for w in wavs]
+        self.batches.append(tags)
+        if 1 in tags:
+            self.running.set()
+            self.hold.wait(10)
         frames = wav_lens // 100
         return torch.zeros(len(wavs), int(frames.max()), 3), frames
 
@@ -336,6 +339,29 @@ def test_a_short_request_shares_the_next_batch_with_a_long_files_segments():
     # the second batch holds the short request beside three of the long file's segments
     assert fake.batches[0] == [1, 1, 1, 1] and sorted(fake.batches[1]) == [1, 1, 1, 2]
     assert all(len(b) <= 4 for b in fake.batches)
+
+
+def test_with_two_lanes_a_short_request_is_answered_while_a_long_files_batch_runs():
+    fake = CountingModel()
+    scheduler = BatchScheduler(
+        fake, max_batch_size=4, max_batch_seconds=100.0, max_wait=0.0, lanes=2
+    )
+
+    async def scenario():
+        fake.hold.clear()
+        long_job = scheduler.submit([piece(1, 10.0) for _ in range(12)], timestamps=False)
+        await asyncio.to_thread(fake.running.wait, 10)  # a batch of the long file is held
+        (short,) = [r async for r in scheduler.submit([piece(2, 2.0)], True).in_order()]
+        held = not fake.hold.is_set()
+        fake.hold.set()
+        return short, held, [r async for r in long_job.in_order()]
+
+    scheduler.start()
+    short, held, long = asyncio.run(scenario())
+    scheduler.stop(10)
+    assert held and short.recognition.text == "20 frames"
+    assert [r.index for r in long] == list(range(12))
+    assert [2] in fake.batches  # the short lane ran it alone
 
 
 def test_batches_keep_to_the_padded_seconds_bound_and_report_unreadable_pieces():

@@ -225,8 +225,8 @@ def test_soak_of_good_and_bad_requests(model, files, expected, tmp_path):
     statuses: list[int] = []
     wrong: list[str] = []
     baseline: list[float] = []
-    stop_at = time.monotonic() + 50
-    warm_until = time.monotonic() + 10
+    stop_at = time.monotonic() + 45
+    warm_until = time.monotonic() + 8
 
     def client(seed: int) -> None:
         rng = random.Random(seed)

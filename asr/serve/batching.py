@@ -1,12 +1,14 @@
-"""The model's work for every request in flight, in shared batches on one thread.
+"""The model's work for every request in flight, in shared batches on model threads.
 
 A request's audio is a list of `Piece`s: a short file whole, or a long file's segments cut at
-pauses. `BatchScheduler.submit` queues them as a `Job`; one model thread takes batches of at
-most `max_batch_size` pieces and `max_batch_seconds` of padded audio, one piece from each job
-in turn (round robin, jobs served last going to the back), so a 2-second request waits for at
-most about one batch even while hundreds of a 60-minute file's segments are queued. A batch
-waits at most `max_wait` seconds for more pieces before it runs. Each piece's recognition comes
-back on the event loop as soon as its batch is decoded; the event loop never runs the model.
+pauses. `BatchScheduler.submit` queues them as a `Job`. Model threads ("lanes") take batches of
+at most `max_batch_size` pieces and `max_batch_seconds` of padded audio, from the jobs with the
+least audio left first (shortest job first), one piece per job per round. With two or more
+lanes, lane 0 only takes the pieces of one-piece jobs (short files), so a 2-second request never
+waits behind a batch of a 60-minute file's segments: the other lanes carry the long files. A
+batch waits at most `max_wait` seconds for more pieces before it runs. Each piece's recognition
+comes back on the event loop as soon as its batch is decoded; the event loop never runs the
+model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -75,9 +76,14 @@ class Job:
         """Pieces not yet taken into a batch (0 once cancelled)."""
         return 0 if self.cancelled else len(self.pieces) - self.next
 
+    @property
+    def seconds_left(self) -> float:
+        """Audio seconds not yet taken into a batch."""
+        return 0.0 if self.cancelled else sum(p.seconds for p in self.pieces[self.next :])
+
 
 class BatchScheduler:
-    """Runs the pieces of all jobs through `transcriber` on one thread, in shared batches.
+    """Runs the pieces of all jobs through `transcriber` on `lanes` threads, in shared batches.
 
     `max_batch_size` pieces and `max_batch_seconds` of padded audio (pieces x the longest) at
     most per batch; a batch with room waits up to `max_wait` seconds for more pieces.
@@ -89,32 +95,43 @@ class BatchScheduler:
         max_batch_size: int = 16,
         max_batch_seconds: float = 320.0,
         max_wait: float = 0.01,
+        lanes: int = 1,
     ):
-        if max_batch_size < 1 or max_batch_seconds <= 0 or max_wait < 0:
-            raise ValueError("need max_batch_size >= 1, max_batch_seconds > 0, max_wait >= 0")
+        if max_batch_size < 1 or max_batch_seconds <= 0 or max_wait < 0 or lanes < 1:
+            raise ValueError(
+                "need max_batch_size >= 1, max_batch_seconds > 0, max_wait >= 0, lanes >= 1"
+            )
+        self.lanes = lanes
         self.transcriber = transcriber
         self.max_batch_size = max_batch_size
         self.max_batch_seconds = max_batch_seconds
         self.max_wait = max_wait
-        self._jobs: deque[Job] = deque()  # jobs with pieces waiting, in serving order
+        self._jobs: list[Job] = []  # jobs with pieces waiting, in the order they came
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._rate = 0.0  # audio seconds recognised per second of model work (moving average)
+        self._threads: list[threading.Thread] = []
+        self._rate = 0.0  # audio seconds one lane recognises per second of work (moving average)
         self.batches = 0  # batches run so far
         self.largest_batch = 0  # most pieces in one batch so far
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="asr-model", daemon=True)
-        self._thread.start()
+        for lane in range(self.lanes):
+            short_only = self.lanes > 1 and lane == 0
+            thread = threading.Thread(
+                target=self._run, args=(short_only,), name=f"asr-model-{lane}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish the pieces already queued, then end the model thread (waits `timeout` s)."""
+        """Finish the pieces already queued, then end the model threads (waits up to `timeout`
+        seconds in all)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def submit(self, pieces: Sequence[Piece], timestamps: bool) -> Job:
         """Queue a request's pieces; call on the event loop that awaits the results."""
@@ -136,45 +153,49 @@ class BatchScheduler:
     def backlog_seconds(self) -> float:
         """Seconds of audio queued and not yet taken into a batch."""
         with self._cond:
-            return sum(sum(p.seconds for p in j.pieces[j.next :]) for j in self._jobs)
+            return sum(j.seconds_left for j in self._jobs)
 
     def retry_after(self) -> int:
         """Whole seconds the queued audio should take to recognise (1 to 60)."""
         backlog = self.backlog_seconds()
         if self._rate <= 0:
             return 1
-        return max(1, min(60, math.ceil(backlog / self._rate)))
+        return max(1, min(60, math.ceil(backlog / (self._rate * self.lanes))))
 
-    def _waiting(self) -> int:
-        return sum(j.waiting for j in self._jobs)
+    def _eligible(self, short_only: bool) -> list[Job]:
+        """The jobs a lane may take pieces from, least audio left first (then first come).
+        Call with the lock held."""
+        jobs = [j for j in self._jobs if j.waiting and not (short_only and len(j.pieces) > 1)]
+        return sorted(jobs, key=lambda j: j.seconds_left)
 
-    def _run(self) -> None:
+    def _run(self, short_only: bool) -> None:
+        """A lane: take a batch, run it, until stopped with nothing left to take."""
         while True:
             with self._cond:
-                while not self._waiting() and not self._stopping:
+                while not self._eligible(short_only) and not self._stopping:
                     self._cond.wait()
-                if not self._waiting():
-                    return  # stopping, and nothing is left
+                if not self._eligible(short_only):
+                    return  # stopping, and nothing is left for this lane
                 deadline = time.monotonic() + self.max_wait
-                while self._waiting() < self.max_batch_size and not self._stopping:
+                while not self._stopping:
+                    waiting = sum(j.waiting for j in self._eligible(short_only))
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if waiting >= self.max_batch_size or left <= 0:
                         break
                     self._cond.wait(left)
-                batch = self._take_batch()
+                batch = self._take_batch(self._eligible(short_only))
             if batch:
                 self._run_batch(batch)
 
-    def _take_batch(self) -> list[tuple[Job, int]]:
-        """Up to max_batch_size (job, piece index) pairs, one per job per round; the jobs that
-        were served move behind those that were not. Call with the lock held."""
+    def _take_batch(self, jobs: list[Job]) -> list[tuple[Job, int]]:
+        """Up to max_batch_size (job, piece index) pairs from `jobs` in their order, one piece
+        per job per round, within max_batch_seconds of padded audio. Call with the lock held."""
         taken: list[tuple[Job, int]] = []
-        served: list[Job] = []
         longest = 0.0
         progressed = True
         while progressed and len(taken) < self.max_batch_size:
             progressed = False
-            for job in self._jobs:
+            for job in jobs:
                 if job.waiting == 0 or len(taken) == self.max_batch_size:
                     continue
                 piece = job.pieces[job.next]
@@ -185,10 +206,7 @@ class BatchScheduler:
                 job.next += 1
                 longest = max(longest, piece.seconds)
                 progressed = True
-                if job not in served:
-                    served.append(job)
-        rest = [j for j in self._jobs if j not in served and j.waiting]
-        self._jobs = deque(rest + [j for j in served if j.waiting])
+        self._jobs = [j for j in self._jobs if j.waiting]
         return taken
 
     def _run_batch(self, batch: list[tuple[Job, int]]) -> None:
@@ -229,6 +247,7 @@ class BatchScheduler:
                 job.deliver(PieceResult(i, None, f"unexpected {type(err).__name__}: {err}", True))
         audio = float(lengths.sum()) / self.transcriber.sample_rate
         rate = audio / max(time.monotonic() - start, 1e-6)
-        self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
-        self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(items))
+        with self._cond:
+            self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+            self.batches += 1
+            self.largest_batch = max(self.largest_batch, len(items))

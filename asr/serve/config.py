@@ -20,6 +20,9 @@ class ServeConfig:
     max_batch_size: int = 16  # pieces per model batch
     max_batch_seconds: float = 320.0  # padded audio seconds per model batch
     max_wait_ms: float = 10.0  # how long a batch with room waits for more pieces
+    # threads running the model, each on cores / lanes of torch's threads; with 2 or more, one
+    # lane only takes short files, so they never wait behind a long file's batches
+    lanes: int = 2
     prepare_threads: int = 2  # threads that read uploads and find a long file's segments
     shutdown_seconds: float = 30.0  # on SIGTERM, how long requests in flight may still take
 

@@ -15,6 +15,7 @@ import sys
 import time
 from urllib.parse import urlparse
 
+import torch
 import uvicorn
 
 from asr.serve.app import create_app
@@ -71,6 +72,8 @@ def run_server(config: ServeConfig, host: str | None, port: int, wyoming: str | 
     """Serve until SIGTERM or Ctrl-C: HTTP on host:port unless `host` is None, Wyoming on the
     `wyoming` URI when given. Returns 0 after a drain, 1 when the model cannot be loaded."""
     service = TranscriptionService(config)
+    # each lane runs the model on its share of torch's threads (OMP_NUM_THREADS or the cores)
+    torch.set_num_threads(max(1, torch.get_num_threads() // config.lanes))
     # uvicorn re-raises the signal that stopped it once it has drained; a SIGTERM handler of
     # our own makes that re-raise a no-op, so a drained server exits 0
     previous = signal.signal(signal.SIGTERM, lambda sig, frame: None)

@@ -124,6 +124,7 @@ class TranscriptionService:
             self.config.max_batch_size,
             self.config.max_batch_seconds,
             self.config.max_wait_ms / 1000,
+            self.config.lanes,
         )
         scheduler.start()
         self.scheduler = scheduler
