@@ -386,3 +386,14 @@ def test_batches_keep_to_the_padded_seconds_bound_and_report_unreadable_pieces()
     assert results[-1][0].error == "x.wav: cannot read audio" and not results[-1][0].internal
     assert results[-1][1].recognition.text == "10 frames"
     assert all(r.recognition.text == "90 frames" for job in results[:-1] for r in job)
+
+
+def test_serve_refuses_a_missing_model_and_nothing_to_serve(tmp_path, capsys):
+    from asr.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "none.pt")]) == 1
+    assert "none.pt: no such model file" in capsys.readouterr().err
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    assert main(["serve", "--model", str(model), "--no-http"]) == 1
+    assert "--no-http needs --wyoming" in capsys.readouterr().err

@@ -28,6 +28,7 @@ import openai
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
 from wyoming.info import Describe, Info
 
 from tests.conftest import TEXTS, tone_utterance
@@ -150,6 +151,34 @@ def test_wyoming_client_describe_and_transcribe(model, server, files, expected):
     assert asr_model.languages == ["en"] and program.installed
 
 
+def test_wyoming_alone_answers_and_refuses_bad_audio_with_an_error_event(
+    model, files, expected, tmp_path
+):
+    process = ServeProcess(model.checkpoint, tmp_path / "serve.log", "--no-http", wyoming=True)
+    deadline = time.monotonic() + 60
+    while "asr: serving model" not in process.output() and time.monotonic() < deadline:
+        assert process.process.poll() is None, process.output()
+        time.sleep(0.1)
+    _, transcript = asyncio.run(wyoming_transcribe(process.wyoming_port, files["short2"]))
+    assert transcript.text == expected["short2"]["text"]
+
+    async def bad_streams() -> list[Error]:
+        errors = []
+        async with AsyncTcpClient("127.0.0.1", process.wyoming_port) as client:
+            for width, audio in ((3, b"\0" * 3000), (2, b"")):
+                await client.write_event(AudioStart(RATE, width, 1).event())
+                await client.write_event(AudioChunk(RATE, width, 1, audio).event())
+                await client.write_event(AudioStop().event())
+                errors.append(Error.from_event(await client.read_event()))
+        return errors
+
+    unsupported, empty = asyncio.run(bad_streams())
+    assert "3-byte samples" in unsupported.text and unsupported.code == "invalid_audio"
+    assert "empty audio" in empty.text
+    assert process.terminate() == 0, process.output()
+    assert "Uvicorn" not in process.output()  # no HTTP server
+
+
 def test_many_clients_with_a_long_file_and_bad_requests(server, files, expected, tmp_path):
     """8 clients, 40 requests: the 10-minute file first, 2-second files, and bad requests
     (not audio, no file, a wrong key) mixed in."""
@@ -215,7 +244,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(model, files, expect
 
 @pytest.mark.slow
 def test_soak_of_good_and_bad_requests(model, files, expected, tmp_path):
-    """About a minute of requests from 4 clients, a third of them bad: no 500, every good
+    """45 seconds of requests from 4 clients, a third of them bad: no 500, every good
     answer right, and the server's resident memory grows by less than 50 MB after warm-up."""
     process = ServeProcess(model.checkpoint, tmp_path / "serve.log", "--max-queue", "8")
     process.wait_ready()
