@@ -150,9 +150,11 @@ def write_wav(path: Path, pcm: bytes, rate: int, width: int, channels: int) -> N
     width other than 1, 2 or 4 bytes, or a byte count that is not whole frames."""
     if width not in PCM or channels < 1 or rate < 1:
         raise ApiError(
-            400, f"unsupported audio: {width}-byte samples, {channels} channels, {rate} Hz "
-            "(1, 2 or 4-byte PCM expected)", code="invalid_audio",
-        )  # fmt: skip
+            400,
+            f"unsupported audio: {width}-byte samples, {channels} channels, {rate} Hz "
+            "(1, 2 or 4-byte PCM expected)",
+            code="invalid_audio",
+        )
     if len(pcm) % (width * channels):
         raise ApiError(400, "audio ends inside a sample frame", code="invalid_audio")
     dtype, subtype = PCM[width]
