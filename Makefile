@@ -34,12 +34,14 @@ $(LM_BUILD): $(VENV)/.installed asr/lm.py
 		if dpkg -s $$debs >/dev/null 2>&1; then touch $@; fi
 
 # Speech engines: piper from PyPI; flite and espeak-ng from Debian's packages when we are root
-# on Debian/Ubuntu (otherwise the recipe goes on with the engines that are there).
+# on Debian/Ubuntu (otherwise the recipe goes on with the engines that are there); Chromium and
+# its driver for the page's browser tests (skipped, saying so, where they are absent).
 install-synth: $(VENV)/.installed-synth $(LM_BUILD)
 
 $(VENV)/.installed-synth: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev,synth]"
 	@$(call apt_install,flite espeak-ng,the synthetic-speech recipe's voices)
+	@$(call apt_install,chromium chromium-driver,the browser tests of asr serve's page)
 	touch $@
 
 # The main job: a multi-voice synthetic corpus, a BiGRU trained for at most 9 minutes, tested

@@ -226,7 +226,7 @@ def test_every_bench_script_is_run_by_a_test() -> None:
 
     def named(paths) -> set[str]:  # the "NAME.py" strings of these files
         text = "\n".join(p.read_text(encoding="utf-8") for p in paths)
-        return set(re.findall(r'"(\w+\.py)"', text))
+        return set(re.findall(r'"(?:bench/)?(\w+\.py)"', text))
 
     run = named((ROOT / "tests").glob("test_*.py"))
     run |= named(BENCH / name for name in run if (BENCH / name).is_file())
