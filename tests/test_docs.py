@@ -228,7 +228,6 @@ def test_user_documents_have_no_history_words():
     assert not found, "history words in documents:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(reason="code comments cleaned in a follow-up", strict=False)
 def test_code_comments_and_test_names_have_no_history_words():
     found = offenders(code_files())
     assert not found, "history words in comments, docstrings or test names:\n" + "\n".join(found)
