@@ -719,13 +719,22 @@ def _prepared_counts(manifests: dict[str, Path], speakers: dict[str, int]) -> st
     'prepared 4 utterances (1.5 min): 3 train (2 speakers, 1.5 min), 1 dev (1 speaker, 1.5 s)'
     >>> _prepared_counts({**splits, "test": folder / "none.jsonl"}, {})
     ''
+    >>> _prepared_counts({**splits, "words": folder / "words.txt", "test": splits["dev"]}, {})
+    'prepared 4 utterances (1.5 min): 3 train (1.5 min), 1 dev (1.5 s), 1 test (the dev set)'
     """
     parts, total_utts, total_s = [], 0, 0.0
+    seen: dict[bytes, str] = {}  # manifest contents -> the set that had them first
     for name, path in manifests.items():
+        if Path(path).suffix != ".jsonl":
+            continue  # a word list or other file beside the manifests
         counted = _manifest_counts(Path(path))
         if counted is None:
             return ""
         utterances, seconds = counted
+        same_as = seen.setdefault(Path(path).read_bytes(), name)
+        if same_as != name:  # e.g. a corpus whose dev set is its training set
+            parts.append(f"{utterances} {name} (the {same_as} set)")
+            continue
         who = f"{_count(speakers[name], 'speaker')}, " if name in speakers else ""
         parts.append(f"{utterances} {name} ({who}{_duration(seconds)})")
         total_utts, total_s = total_utts + utterances, total_s + seconds
