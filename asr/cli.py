@@ -877,6 +877,19 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="threads running the model, each on its share of the cores; with 2 or more, one "
         "only takes short files, so they never wait behind a long file (default 2)",
     )
+    g = p.add_argument_group("live streams (WebSocket at /v1/stream and /, Vosk's protocol)")
+    g.add_argument(
+        "--max-streams",
+        type=_positive_int,
+        default=d.max_streams,
+        help="streams open at once; more are closed with code 1013 (default 16)",
+    )
+    g.add_argument(
+        "--stream-idle-seconds",
+        type=float,
+        default=d.stream_idle_seconds,
+        help="close a stream that sends nothing for this long (default 30)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -891,6 +904,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail("--no-http needs --wyoming URI (there would be nothing to serve)")
     if not Path(args.model).is_file():
         return _fail(f"{args.model}: no such model file")
+    if args.stream_idle_seconds <= 0:
+        return _fail(f"--stream-idle-seconds must be more than 0, not {args.stream_idle_seconds}")
     config = ServeConfig(
         model=args.model,
         lm=args.lm,
@@ -906,6 +921,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         lanes=args.lanes,
         shutdown_seconds=args.shutdown_seconds,
+        max_streams=args.max_streams,
+        stream_idle_seconds=args.stream_idle_seconds,
     )
     host = None if args.no_http else args.host
     for line in exposure_warnings(config, host, args.wyoming):

@@ -1,5 +1,6 @@
 """The HTTP API (FastAPI): OpenAI's `POST /v1/audio/transcriptions`, `GET /v1/models`,
-`GET /health` and the page at `/`.
+`GET /health`, the page at `/`, and live transcription over a WebSocket (Vosk's protocol) at
+`/v1/stream` and `/` (asr.serve.stream_ws).
 
 The route reads the multipart form itself (so a missing file is OpenAI's 400, not FastAPI's
 422, and the repeated `timestamp_granularities[]` field is read with `getlist`), counts the body
@@ -36,6 +37,7 @@ from asr.serve.formats import (
     sse,
 )
 from asr.serve.service import TranscriptionService, safe_filename
+from asr.serve.stream_ws import StreamHub, add_stream_routes
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page" / "index.html"
@@ -50,16 +52,23 @@ class Options:
     stream: bool
 
 
-def create_app(service: TranscriptionService, owns_service: bool = True) -> FastAPI:
+def create_app(
+    service: TranscriptionService, owns_service: bool = True, streams: StreamHub | None = None
+) -> FastAPI:
     """The app over `service`. When it `owns_service`, a service without a model loads it in a
     thread at startup (GET /health says 503 until then) and is closed at shutdown; otherwise
-    whoever runs the app does both (asr.serve.server)."""
+    whoever runs the app does both (asr.serve.server). The live streams run on `streams`
+    (default: the service's model, loaded for streaming at startup)."""
+    hub = streams or StreamHub(service.config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
         if owns_service and not service.ready:
-            asyncio.get_running_loop().run_in_executor(None, _load, service)
+            loop.run_in_executor(None, _load, service)
+        loop.run_in_executor(hub.executor, _load_streaming, hub)
         yield
+        hub.close()
         if owns_service:
             service.draining = True
             await asyncio.to_thread(service.close)
@@ -104,6 +113,7 @@ def create_app(service: TranscriptionService, owns_service: bool = True) -> Fast
     async def transcriptions(request: Request) -> Response:
         return await _transcribe(service, request)
 
+    add_stream_routes(app, hub, lambda: service.draining)
     return app
 
 
@@ -112,6 +122,13 @@ def _load(service: TranscriptionService) -> None:
         service.load()
     except Exception:
         log.exception("cannot load the model")
+
+
+def _load_streaming(hub: StreamHub) -> None:
+    try:
+        hub.load()
+    except Exception as err:
+        log.warning("live streaming is unavailable: %s", hub.load_error or err)
 
 
 def _model_record(service: TranscriptionService) -> dict:

@@ -25,6 +25,8 @@ class ServeConfig:
     lanes: int = 2
     prepare_threads: int = 2  # threads that read uploads and find a long file's segments
     shutdown_seconds: float = 30.0  # on SIGTERM, how long requests in flight may still take
+    max_streams: int = 16  # live WebSocket streams open at once; more are closed with 1013
+    stream_idle_seconds: float = 30.0  # a stream with no message for this long is closed
 
     @property
     def served_name(self) -> str:
