@@ -1,4 +1,5 @@
-"""Features: batched log-mel on the model's device, global CMVN, SpecAugment."""
+"""Features: batched log-mel on the model's device, global CMVN, SpecAugment; `LogMelStream`
+computes the same log-mel over a waveform that arrives in pieces."""
 
 from __future__ import annotations
 
@@ -18,8 +19,33 @@ class FeatureConfig:
     hop_ms: float = 10.0  # frame shift
     f_min: float = 0.0  # lowest filter edge, Hz
     f_max: float | None = None  # highest filter edge, Hz (None = Nyquist)
-    # Scale every utterance to the same RMS before the log-mel, so recording level cannot matter.
+    # Scale the audio to the same RMS before the log-mel, so recording level cannot matter
+    # (false: the recording's own level, a fixed gain of 1; streamable)
     normalize_level: bool = True
+    # The RMS that normalize_level measures: 0 = each utterance's whole (it needs the whole
+    # utterance, so it cannot stream); > 0 = a running RMS over the last so many seconds of
+    # audio, up to each frame (streamable)
+    level_window_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.level_window_s >= 0:  # (also refuses NaN)
+            raise ValueError(f"level_window_s must be 0 or more seconds, not {self.level_window_s}")
+
+    @property
+    def streamable(self) -> bool:
+        """Whether a frame's features depend only on the audio up to a fixed reach past it."""
+        return not self.normalize_level or self.level_window_s > 0
+
+    @property
+    def level_window_blocks(self) -> int:
+        """The running level's window in hops (at least one); 0 without a running level.
+
+        >>> FeatureConfig(level_window_s=3.0).level_window_blocks
+        300
+        """
+        if not (self.normalize_level and self.level_window_s > 0):
+            return 0
+        return max(1, round(self.level_window_s * 1000 / self.hop_ms))
 
     @property
     def hop_length(self) -> int:
@@ -56,6 +82,54 @@ def num_frames(num_samples: torch.Tensor, hop_length: int) -> torch.Tensor:
     tensor([101,   1,   2])
     """
     return torch.div(num_samples, hop_length, rounding_mode="floor") + 1
+
+
+LEVEL_POWER = 0.01  # mean square that level normalisation scales to: RMS 0.1 = -20 dBFS
+MIN_POWER = 1e-10  # floor of mel powers and of a measured mean square
+
+
+def block_energies(wavs: torch.Tensor, blocks: int, hop_length: int) -> torch.Tensor:
+    """Sums of squares of consecutive hops: (B, S) -> (B, blocks) float64, block k over samples
+    [k * hop, (k + 1) * hop); samples past S count as zeros."""
+    padded = F.pad(wavs.double(), (0, blocks * hop_length - wavs.shape[1]))
+    return padded.square().view(wavs.shape[0], blocks, hop_length).sum(-1)
+
+
+def window_mean_square(energies: torch.Tensor, counts: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean square over each block and the `window - 1` blocks before it (fewer at the start).
+
+    energies (B, N) sums of squares and counts (B, N) samples per block -> (B, N) float32.
+
+    >>> window_mean_square(torch.tensor([[4.0, 0.0, 8.0]]), torch.tensor([[2, 2, 1]]), 2)
+    tensor([[2.0000, 1.0000, 2.6667]])
+    """
+    sums = F.pad(energies.double().cumsum(1), (window, 0))  # (B, window + N)
+    samples = F.pad(counts.double().cumsum(1), (window, 0))
+    in_window = (sums[:, window:] - sums[:, :-window]).clamp(min=0)  # (B, N)
+    return (in_window / (samples[:, window:] - samples[:, :-window]).clamp(min=1)).float()
+
+
+def running_level(
+    wavs: torch.Tensor, wav_lens: torch.Tensor, hop_length: int, window: int, frames: int
+) -> torch.Tensor:
+    """Mean square of each frame's running level: (B, S), (B,) -> (B, frames) float32.
+
+    Frame t's level is the mean square of the samples in hops t - window + 1 .. t (hop k:
+    samples [k * hop, (k + 1) * hop) within the utterance's length): the audio up to one hop
+    past the frame's centre, so a stream knows it as soon as it has that hop.
+    """
+    energies = block_energies(wavs, frames, hop_length)  # (B, frames)
+    starts = torch.arange(frames, device=wavs.device) * hop_length
+    counts = (wav_lens.to(wavs.device)[:, None] - starts[None, :]).clamp(0, hop_length)
+    return window_mean_square(energies, counts, window)
+
+
+def log_mel_power(mel: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+    """Log of mel powers (B, T, n_mels), each frame first scaled from its level (B, T) (a mean
+    square; None: unscaled) to LEVEL_POWER, as if its audio had been."""
+    if level is not None:
+        mel = mel * (LEVEL_POWER / level.clamp(min=MIN_POWER))[:, :, None]
+    return mel.clamp(min=MIN_POWER).log()
 
 
 def filter_bands(fb: torch.Tensor, parts: int) -> list[tuple[slice, slice]]:
@@ -126,8 +200,7 @@ class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
         a row's last frame are not computed on the CPU: a row's frames from its length on
         hold no meaningful value (0 or the padding's), and callers mask them."""
         n_fft, fb = self.n_fft, self.mel_scale.fb  # fb: (n_fft // 2 + 1, n_mels)
-        left = (n_fft - self.win_length) // 2  # torch.stft centres a short window in n_fft
-        window = F.pad(self.spectrogram.window, (left, n_fft - self.win_length - left))
+        window = self.centred_window()
         padded = F.pad(wavs, (n_fft // 2, n_fft // 2))  # centre=True with zeros
         frames = padded.unfold(-1, n_fft, self.hop_length)  # (B, T, n_fft), a view
         batch, total = frames.shape[:2]
@@ -140,20 +213,32 @@ class ChunkedMelSpectrogram(torchaudio.transforms.MelSpectrogram):
             every = rows is None or len(rows) == batch  # then no gather and no scatter
             step = max(1, self.CHUNK_FRAMES // (batch if every else len(rows))) if cpu else total
             chunk = frames[:, start : start + step] if every else frames[rows, start : start + step]
-            spec = torch.fft.rfft(chunk * window)  # (B', t, F) complex
-            power = spec.real.square()
-            power.addcmul_(spec.imag, spec.imag)  # |X|^2 without abs()'s square root
-            out = (
-                mel[:, start : start + step]
-                if every
-                else mel.new_empty(*power.shape[:2], fb.shape[1])
-            )
-            for bins, mels in self.bands:
-                out[..., mels] = power[..., bins] @ fb[bins, mels]  # (B', t, n_mels) blocks
+            out = mel[:, start : start + step] if every else None
+            out = self.mel_of_frames(chunk, window, out)
             if not every:
                 mel[rows, start : start + step] = out
             start += step
         return mel.transpose(1, 2)
+
+    def centred_window(self) -> torch.Tensor:
+        """The analysis window centred in n_fft zeros, as torch.stft applies it: (n_fft,)."""
+        left = (self.n_fft - self.win_length) // 2
+        return F.pad(self.spectrogram.window, (left, self.n_fft - self.win_length - left))
+
+    def mel_of_frames(
+        self, frames: torch.Tensor, window: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mel power of frames of samples: (B, t, n_fft) -> (B, t, n_mels), into `out` if given.
+        `window` is `centred_window()`."""
+        fb = self.mel_scale.fb  # (n_fft // 2 + 1, n_mels)
+        spec = torch.fft.rfft(frames * window)  # (B, t, F) complex
+        power = spec.real.square()
+        power.addcmul_(spec.imag, spec.imag)  # |X|^2 without abs()'s square root
+        if out is None:
+            out = power.new_empty(*power.shape[:2], fb.shape[1])
+        for bins, mels in self.bands:
+            out[..., mels] = power[..., bins] @ fb[bins, mels]  # (B, t, n_mels) blocks
+        return out
 
 
 class LogMel(nn.Module):
@@ -177,25 +262,33 @@ class LogMel(nn.Module):
         """Log-mel before the global CMVN: (B, S) -> (B, T, n_mels), (B,). Runs in float32
         always; padded frames hold no meaningful value."""
         wavs = wavs.float()
-        if self.cfg.normalize_level:
+        if self.cfg.normalize_level and not self.cfg.level_window_s:
             # The padding must be zero anyway (the last frames' STFT reads it), so the sum runs
             # over whole rows: no (B, S) mask, and the masked sum's value, bit for bit.
             power = wavs.square().sum(1) / wav_lens.clamp(min=1)
-            wavs = wavs * (0.1 / power.clamp(min=1e-10).sqrt())[:, None]  # RMS 0.1 = -20 dBFS
+            wavs = wavs * (0.1 / power.clamp(min=MIN_POWER).sqrt())[:, None]  # to LEVEL_POWER
         total = wavs.shape[1] // self.cfg.hop_length + 1
         frame_lens = num_frames(wav_lens, self.cfg.hop_length).clamp(max=total)
         with torch.autocast(wavs.device.type, enabled=False):
-            mel = self.mel(wavs, frame_lens)  # (B, n_mels, T)
-        feats = mel.clamp(min=1e-10).log().transpose(1, 2)  # (B, T, n_mels)
+            mel = self.mel(wavs, frame_lens).transpose(1, 2)  # (B, T, n_mels)
+            level = None
+            if self.cfg.level_window_blocks:
+                window = self.cfg.level_window_blocks
+                level = running_level(wavs, wav_lens, self.cfg.hop_length, window, total)
+            feats = log_mel_power(mel, level)  # (B, T, n_mels)
         return feats, frame_lens
 
     def forward(
         self, wavs: torch.Tensor, wav_lens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         feats, frame_lens = self.raw(wavs, wav_lens)
-        feats = (feats - self.cmvn_mean) / self.cmvn_std
+        feats = self.normalise(feats)
         feats.masked_fill_(~self._valid(frame_lens, feats.shape[1])[..., None], 0)
         return feats, frame_lens
+
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """Global CMVN of log-mels (..., n_mels)."""
+        return (feats - self.cmvn_mean) / self.cmvn_std
 
     @torch.no_grad()
     def fit_cmvn(self, batches) -> int:
@@ -218,6 +311,91 @@ class LogMel(nn.Module):
         self.cmvn_mean.copy_(mean.float())
         self.cmvn_std.copy_(var.sqrt().float())
         return int(total)
+
+
+class LogMelStream:
+    """`LogMel` over a waveform that arrives in pieces: the frames it gives the whole waveform
+    (to float rounding), each as soon as the audio its window covers is in.
+
+    `accept(samples (S,))` -> the frames completed, CMVN applied: (n, n_mels), n >= 0;
+    `accept(..., final=True)` ends the stream with the last frames, their windows zero-padded
+    as LogMel pads the end of a waveform. Carried between pieces: the samples of the frames
+    still open (the STFT's overlap) and, for a running level, the last window of hop energies.
+    Runs in float32 on the device of `log_mel`'s buffers; no gradients.
+    """
+
+    def __init__(self, log_mel: LogMel):
+        cfg = log_mel.cfg
+        if not cfg.streamable:
+            raise ValueError(
+                "its features scale each utterance by the RMS of the whole (features."
+                "normalize_level with level_window_s 0): only a model trained with a running "
+                "level (level_window_s > 0) or none (normalize_level false) streams"
+            )
+        self.log_mel = log_mel
+        self.hop = cfg.hop_length
+        self.window_blocks = cfg.level_window_blocks
+        mel = log_mel.mel
+        self.n_fft = mel.n_fft
+        self.window = mel.centred_window()
+        # Samples past a frame's centre that its window weighs (the rest of n_fft is zeros),
+        # and with a running level the frame's own hop too.
+        left = (self.n_fft - mel.win_length) // 2
+        self.reach = left + mel.win_length - self.n_fft // 2
+        if self.window_blocks:
+            self.reach = max(self.reach, self.hop)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        device = self.log_mel.cmvn_mean.device
+        self.frames = 0  # frames returned so far = index of the next frame
+        self.received = 0  # samples accepted so far
+        # Samples from index frames * hop - n_fft // 2 on (the first n_fft // 2: the zeros
+        # a centred STFT pads the start with).
+        self.wave = torch.zeros(self.n_fft // 2, device=device)
+        self.energies = torch.zeros(0, dtype=torch.float64, device=device)  # last hops' sums
+
+    @torch.no_grad()
+    def accept(self, samples: torch.Tensor, final: bool = False) -> torch.Tensor:
+        """(S,) float samples -> (n, n_mels) normalised log-mel frames."""
+        samples = samples.to(self.wave.device, torch.float32).reshape(-1)
+        self.wave = torch.cat((self.wave, samples))
+        self.received += samples.numel()
+        total = self.received // self.hop + 1  # the frames of the whole waveform so far
+        if not final:
+            total = min(total, max(0, (self.received - self.reach) // self.hop + 1))
+        n = total - self.frames
+        if n <= 0:
+            return self.wave.new_zeros(0, self.log_mel.cfg.n_mels)
+        span = (n - 1) * self.hop + self.n_fft
+        # Past the samples received: the end's zero padding, or window weights of zero.
+        wave = F.pad(self.wave, (0, max(0, span - self.wave.numel())))
+        frames = wave[:span].unfold(0, self.n_fft, self.hop)  # (n, n_fft)
+        with torch.autocast(wave.device.type, enabled=False):
+            mel = self.log_mel.mel.mel_of_frames(frames[None], self.window)  # (1, n, n_mels)
+            feats = log_mel_power(mel, self._level(n))[0]  # (n, n_mels)
+        self.wave = self.wave[n * self.hop :]
+        self.frames = total
+        return self.log_mel.normalise(feats)
+
+    def _level(self, n: int) -> torch.Tensor | None:
+        """(1, n) running level of the next n frames (None without one); keeps the last
+        window - 1 hop energies for the frames after them."""
+        if not self.window_blocks:
+            return None
+        # Hops frames .. frames + n - 1 start n_fft // 2 samples into the wave buffer.
+        half = self.n_fft // 2
+        hops = self.wave[half : half + n * self.hop]
+        new = block_energies(hops[None], n, self.hop)[0]  # (n,)
+        starts = torch.arange(self.frames, self.frames + n, device=new.device) * self.hop
+        new_counts = (self.received - starts).clamp(0, self.hop)
+        # The hops kept from before are whole: a frame is out only once its hop is in.
+        counts = torch.cat((torch.full_like(self.energies, self.hop), new_counts.double()))
+        energies = torch.cat((self.energies, new))
+        level = window_mean_square(energies[None], counts[None], self.window_blocks)
+        self.energies = energies[-(self.window_blocks - 1) :] if self.window_blocks > 1 else new[:0]
+        return level[:, -n:]
 
 
 class SpecAugment(nn.Module):
