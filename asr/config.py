@@ -196,10 +196,11 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Sequence[str]) -> Experime
         if not sep or not dot:
             raise ConfigError(f"override {item!r}: expected section.key=value")
         _apply(cfg, section, key, yaml.safe_load(text), f"override {item!r}")
-    try:
-        cfg.model.__post_init__()  # re-check the fields ModelConfig validates
-    except ValueError as err:
-        raise ConfigError(f"model config: {err}") from None
+    for section in ("features", "model"):  # re-check the fields their dataclasses validate
+        try:
+            getattr(cfg, section).__post_init__()
+        except ValueError as err:
+            raise ConfigError(f"{section} config: {err}") from None
     return cfg
 
 
@@ -334,8 +335,11 @@ def describe_run(cfg: ExperimentConfig) -> str:
     '3 x 256 GRU (subsample 2), 30 epochs, lr 0.001, batches of 120 s, 16000 Hz 80 mels'
     """
     m, tc = cfg.model, cfg.train
+    rnn = f"{m.num_layers} x {m.hidden_size} {m.rnn_type.upper()}"
+    if not m.bidirectional:
+        rnn += f" left-to-right, lookahead {m.lookahead_frames}"
     return (
-        f"{m.num_layers} x {m.hidden_size} {m.rnn_type.upper()} (subsample {m.subsample}), "
+        f"{rnn} (subsample {m.subsample}), "
         f"{tc.epochs} epochs, lr {tc.lr:g}, batches of {cfg.data.batch_seconds:g} s, "
         f"{cfg.features.sample_rate} Hz {cfg.features.n_mels} mels"
     )
