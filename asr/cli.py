@@ -211,10 +211,10 @@ def _output_paths(files: list[str], out_dir: Path, fmt: str) -> dict[str, Path]:
 
 
 def add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("transcribe", help="transcribe audio files or folders")
+    p = sub.add_parser("transcribe", help="transcribe audio files or folders, or a live stream")
     _add_model_arguments(p)
     _add_decoder_arguments(p)
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("inputs", nargs="*", metavar="FILE_OR_DIR")
     p.add_argument(
         "--format",
         choices=list(SUFFIXES),
@@ -244,6 +244,24 @@ def add_transcribe_parser(sub: argparse._SubParsersAction) -> None:
         default=3,
         help="WebRTC VAD mode: 0 keeps the most audio as speech, 3 the least (default 3)",
     )
+    g = p.add_argument_group("live streaming (partials on a terminal, a final per segment)")
+    g.add_argument(
+        "--stream",
+        action="store_true",
+        help="recognise as the audio arrives: raw 16-bit mono PCM from stdin, or one FILE",
+    )
+    g.add_argument(
+        "--rate", type=int, help="Hz of the PCM on stdin (default: the model's; resampled)"
+    )
+    g.add_argument(
+        "--realtime", action="store_true", help="play FILE at real-time pace (implies --stream)"
+    )
+    g.add_argument(
+        "--endpoint-silence",
+        type=float,
+        default=0.5,
+        help="seconds of silence that end a segment (default 0.5)",
+    )
     p.set_defaults(func=cmd_transcribe)
 
 
@@ -251,6 +269,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr.segmenter import SegmenterConfig
     from asr.transcribe import find_audio_files
 
+    if args.stream or args.realtime:
+        return _transcribe_stream(args)
+    if not args.inputs:
+        return _fail("give files or folders to transcribe (or --stream to read PCM from stdin)")
+    if args.rate is not None:
+        return _fail("--rate is for raw PCM on stdin (--stream)")
     files, problems = find_audio_files(args.inputs)
     if args.format in ("srt", "vtt") and args.out_dir is None and len(files) > 1:
         return _fail(f"--format {args.format} with several files needs --out-dir")
@@ -284,6 +308,153 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if problems:
         print(f"asr: {len(problems)} input(s) failed, {written} transcribed", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _stream_problem(args: argparse.Namespace) -> str | None:
+    """Why the options cannot stream, or None."""
+    if len(args.inputs) > 1:
+        return "--stream takes one FILE, or none to read raw 16-bit PCM from stdin"
+    if args.realtime and not args.inputs:
+        return "--realtime plays a FILE: name one"
+    if args.inputs and args.rate is not None:
+        return "--rate is for raw PCM on stdin: a FILE's header gives its rate"
+    if args.rate is not None and args.rate <= 0:
+        return f"--rate must be a positive number of Hz, got {args.rate}"
+    if args.format not in ("text", "json"):
+        return "--stream writes --format text or json"
+    if args.out_dir is not None or args.nbest > 1:
+        return "--stream prints its results: --out-dir and --nbest do not apply"
+    return None
+
+
+def _transcribe_stream(args: argparse.Namespace) -> int:
+    """`asr transcribe --stream`: finals one per line, partials on the terminal's last line."""
+    import numpy as np
+
+    from asr.stream import StreamingRecognizer
+
+    problem = _stream_problem(args)
+    if problem is not None:
+        return _fail(problem)
+    options = {"beam_size": args.beam_size, "lm_weight": args.lm_weight}
+    options.update(word_score=args.word_score)
+    recognizer = StreamingRecognizer.from_checkpoint(
+        args.model,
+        lm=args.lm,
+        lexicon=args.lexicon,
+        device=args.device,
+        endpoint_silence=args.endpoint_silence,
+        max_segment_seconds=args.max_segment_seconds,
+        vad_aggressiveness=args.vad_aggressiveness,
+        decoder_options=options,
+    )
+    for note in recognizer.transcriber.notes:
+        print(f"asr: note: {note}", file=sys.stderr)
+    rate = recognizer.sample_rate
+    if args.inputs:
+        chunks = _file_chunks(args.inputs[0], rate, args.realtime)
+    else:
+        chunks = _stdin_chunks(sys.stdin.buffer, args.rate or rate, rate)
+    show = _StreamPrinter(args.format, live=sys.stdout.isatty())
+    nothing = np.zeros(0, np.float32)
+    try:
+        for chunk in chunks:
+            ready = recognizer.accept_waveform(chunk)
+            while ready:  # one chunk may finish several segments
+                show.final(recognizer.final())
+                ready = recognizer.accept_waveform(nothing)
+            show.partial(recognizer.partial())
+    except KeyboardInterrupt:
+        for result in recognizer.finish():
+            show.final(result)
+        return 130
+    for result in recognizer.finish():
+        show.final(result)
+    show.partial("")
+    return 0
+
+
+STREAM_CHUNK_SECONDS = 0.1  # audio read and recognised at a time by `transcribe --stream`
+
+
+def _stdin_chunks(stdin, rate: int, model_rate: int):
+    """Raw little-endian 16-bit mono PCM at `rate` -> float32 chunks at `model_rate`, as it
+    arrives (each read returns what is there, up to STREAM_CHUNK_SECONDS)."""
+    import numpy as np
+    import soxr
+
+    resampler = None if rate == model_rate else soxr.ResampleStream(rate, model_rate, 1)
+    size = 2 * max(1, round(rate * STREAM_CHUNK_SECONDS))
+    odd = b""
+    while True:
+        data = stdin.read1(size) if hasattr(stdin, "read1") else stdin.read(size)
+        data = odd + data
+        whole = len(data) - len(data) % 2
+        odd = data[whole:]
+        samples = np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+        if resampler is not None:
+            samples = resampler.resample_chunk(samples, last=not data)
+        if len(samples):
+            yield samples
+        if not data:
+            return
+
+
+def _file_chunks(path: str, rate: int, realtime: bool):
+    """A file's audio at `rate` in chunks of STREAM_CHUNK_SECONDS; with `realtime`, each
+    chunk no sooner than the moment it would be heard if the file played from the start."""
+    from asr.audio import read_blocks
+
+    start, played = time.monotonic(), 0
+    for block in read_blocks(path, rate, STREAM_CHUNK_SECONDS):
+        if realtime:
+            time.sleep(max(0.0, start + (played + len(block)) / rate - time.monotonic()))
+        played += len(block)
+        yield block
+
+
+class _StreamPrinter:
+    """Finals on stdout one per line (text, or JSON lines); with `live` (a terminal) the
+    partial result overwrites the last line."""
+
+    def __init__(self, fmt: str, live: bool):
+        import shutil
+
+        self.fmt = fmt
+        self.live = live
+        self.width = shutil.get_terminal_size().columns - 1
+        self.shown = ""  # the partial on the terminal's line
+
+    def partial(self, text: str) -> None:
+        if self.live and text != self.shown:
+            sys.stdout.write("\r\033[K" + text[-self.width :])
+            sys.stdout.flush()
+            self.shown = text
+
+    def final(self, result) -> None:
+        if self.live and self.shown:
+            sys.stdout.write("\r\033[K")
+            self.shown = ""
+        if self.fmt == "json":
+            words = [
+                {
+                    "word": w.word,
+                    "start": round(w.start, 3),
+                    "end": round(w.end, 3),
+                    "conf": round(w.conf, 3),
+                }
+                for w in result.words
+            ]
+            record = {
+                "text": result.text,
+                "start": round(result.start, 3),
+                "end": round(result.end, 3),
+                "words": words,
+            }
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(result.text + "\n")
+        sys.stdout.flush()
 
 
 def add_tune_decoder_parser(sub: argparse._SubParsersAction) -> None:
