@@ -1061,6 +1061,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         default=d.stream_idle_seconds,
         help="close a stream that sends nothing for this long (default 30)",
     )
+    g.add_argument(
+        "--stream-endpoint-seconds",
+        type=float,
+        default=d.stream_endpoint_seconds,
+        help="silence that ends a segment and sends its final result (default 0.5)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -1075,8 +1081,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail("--no-http needs --wyoming URI (there would be nothing to serve)")
     if not Path(args.model).is_file():
         return _fail(f"{args.model}: no such model file")
-    if args.stream_idle_seconds <= 0:
-        return _fail(f"--stream-idle-seconds must be more than 0, not {args.stream_idle_seconds}")
+    for flag in ("stream_idle_seconds", "stream_endpoint_seconds"):
+        if getattr(args, flag) <= 0:
+            name = "--" + flag.replace("_", "-")
+            return _fail(f"{name} must be more than 0, not {getattr(args, flag)}")
     config = ServeConfig(
         model=args.model,
         lm=args.lm,
@@ -1094,6 +1102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shutdown_seconds=args.shutdown_seconds,
         max_streams=args.max_streams,
         stream_idle_seconds=args.stream_idle_seconds,
+        stream_endpoint_seconds=args.stream_endpoint_seconds,
     )
     host = None if args.no_http else args.host
     for line in exposure_warnings(config, host, args.wyoming):

@@ -27,22 +27,7 @@ from asr.serve.app import create_app
 from asr.serve.config import ServeConfig
 from asr.serve.service import TranscriptionService
 from asr.serve.stream_ws import StreamHub, _HideKeys
-
-
-@dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-    conf: float
-
-
-@dataclass
-class Result:
-    text: str
-    words: list[Word]
-    start: float
-    end: float
+from asr.stream import StreamResult, StreamWord
 
 
 @dataclass
@@ -56,7 +41,7 @@ class LoudnessRecognizer:
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     _frames: int = 0  # frames seen since the stream's start
     _count: int = 0  # words begun since the stream's start
-    _segment: list[Word] = field(default_factory=list)
+    _segment: list[StreamWord] = field(default_factory=list)
     _open: int | None = None  # first frame of the word being heard
     _quiet: int = 0  # quiet frames since the last loud one
     _ended: bool = False  # the open segment has reached its endpoint
@@ -83,19 +68,23 @@ class LoudnessRecognizer:
 
     def _close_word(self) -> None:
         start, end = self._open / 100, self._frames / 100
-        self._segment.append(Word(f"w{self._count}", start, end, 0.9))
+        self._segment.append(StreamWord(f"w{self._count}", start, end, 0.9))
         self._open = None
 
     def partial(self) -> str:
         words = [w.word for w in self._segment]
         return " ".join(words + ([f"w{self._count}"] if self._open is not None else []))
 
-    def final(self) -> Result:
+    def final(self) -> StreamResult:
         if self._open is not None:
             self._close_word()
         words, self._segment, self._ended = self._segment, [], False
         start, end = (words[0].start, words[-1].end) if words else (0.0, 0.0)
-        return Result(" ".join(w.word for w in words), words, start, end)
+        return StreamResult(" ".join(w.word for w in words), words, start, end)
+
+    def finish(self) -> list[StreamResult]:
+        result = self.final()
+        return [result] if result.text else []
 
 
 def free_port() -> int:

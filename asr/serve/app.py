@@ -58,15 +58,13 @@ def create_app(
     """The app over `service`. When it `owns_service`, a service without a model loads it in a
     thread at startup (GET /health says 503 until then) and is closed at shutdown; otherwise
     whoever runs the app does both (asr.serve.server). The live streams run on `streams`
-    (default: the service's model, loaded for streaming at startup)."""
-    hub = streams or StreamHub(service.config)
+    (default: over the service's model)."""
+    hub = streams or StreamHub(service.config, service=service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
         if owns_service and not service.ready:
-            loop.run_in_executor(None, _load, service)
-        loop.run_in_executor(hub.executor, _load_streaming, hub)
+            asyncio.get_running_loop().run_in_executor(None, _load, service)
         yield
         hub.close()
         if owns_service:
@@ -122,13 +120,6 @@ def _load(service: TranscriptionService) -> None:
         service.load()
     except Exception:
         log.exception("cannot load the model")
-
-
-def _load_streaming(hub: StreamHub) -> None:
-    try:
-        hub.load()
-    except Exception as err:
-        log.warning("live streaming is unavailable: %s", hub.load_error or err)
 
 
 def _model_record(service: TranscriptionService) -> dict:

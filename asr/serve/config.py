@@ -27,6 +27,7 @@ class ServeConfig:
     shutdown_seconds: float = 30.0  # on SIGTERM, how long requests in flight may still take
     max_streams: int = 16  # live WebSocket streams open at once; more are closed with 1013
     stream_idle_seconds: float = 30.0  # a stream with no message for this long is closed
+    stream_endpoint_seconds: float = 0.5  # silence that ends a live segment (its final result)
 
     @property
     def served_name(self) -> str:

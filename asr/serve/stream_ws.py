@@ -10,13 +10,14 @@ the eof get exactly one reply; the config gets none (as Vosk's server). A reply 
 result of the rest of the stream, after which the server closes the socket (1000). Times are
 seconds from the stream's start. Audio at another rate is resampled (soxr) to the model's.
 
-Each socket has its own `StreamingRecognizer` (sharing the model's weights); its work runs on
+Each socket has its own `StreamingRecognizer` over the model the HTTP API serves (weights and
+decoder shared: an LM given to `asr serve` decodes the finals too); its work runs on
 a pool of --lanes threads, never on the event loop, and a socket's messages are handled one at
 a time, in order. The API key (when the server has one) comes as `Authorization: Bearer KEY`
 or, for clients that cannot set headers (browsers), as `?api_key=KEY`. Refusals are close
 codes with a reason: 1008 (no or wrong key; no message for --stream-idle-seconds), 1007 (a
-message that is not the protocol's), 1013 (--max-streams open), 1001 (shutting down), 1011
-(the model cannot stream, or the recogniser failed).
+message that is not the protocol's), 1013 (--max-streams open, or the model is still loading),
+1001 (shutting down), 1011 (the model could not be loaded, or the recogniser failed).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import hmac
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -38,6 +38,9 @@ from fastapi import FastAPI
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asr.serve.config import ServeConfig
+from asr.serve.service import TranscriptionService
+from asr.stream import StreamResult
+from asr.transcribe import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,8 @@ class Recognizer(Protocol):
 
     def accept_waveform(self, samples: np.ndarray) -> bool: ...
     def partial(self) -> str: ...
-    def final(self): ...  # -> StreamResult (text, words of word/start/end/conf)
+    def final(self) -> StreamResult: ...
+    def finish(self) -> list[StreamResult]: ...
 
 
 class ProtocolError(Exception):
@@ -78,18 +82,20 @@ def result_message(result, words: bool = True) -> dict:
     return message
 
 
-def _merged(first, second):
-    """One result of two consecutive ones (an endpoint inside the eof's flush)."""
-    if not first.text and not first.words:
-        return second
-    if not second.text and not second.words:
-        return first
-    return type(first)(
-        text=f"{first.text} {second.text}",
-        words=[*first.words, *second.words],
-        start=first.start,
-        end=second.end,
-    )
+def merged(results: list[StreamResult]) -> StreamResult:
+    """Consecutive results as one (the eof gets one reply however many segments it ends).
+
+    >>> from asr.stream import StreamWord as W
+    >>> merged([StreamResult("a", [W("a", 0, 1, 1)], 0, 1), StreamResult("b c", [], 2, 3)])
+    StreamResult(text='a b c', words=[StreamWord(word='a', start=0, end=1, conf=1)], start=0, end=3)
+    >>> merged([]).text
+    ''
+    """
+    said = [r for r in results if r.text]
+    if not said:
+        return StreamResult("", [])
+    text = " ".join(r.text for r in said)
+    return StreamResult(text, [w for r in said for w in r.words], said[0].start, said[-1].end)
 
 
 class StreamSession:
@@ -130,15 +136,12 @@ class StreamSession:
         return {"partial": self.recognizer.partial()}
 
     def end(self) -> dict:
-        """The eof: the rest of the stream, recognised -> the final result."""
+        """The eof: the rest of the stream, recognised -> one final result of every segment
+        not yet answered."""
         samples = self._samples(b"", last=True)
-        earlier = None
-        if len(samples) and self.recognizer.accept_waveform(samples):
-            earlier = self.recognizer.final()
-        result = self.recognizer.final()
-        if earlier is not None:
-            result = _merged(earlier, result)
-        return result_message(result, self.words)
+        if len(samples):
+            self.recognizer.accept_waveform(samples)
+        return result_message(merged(self.recognizer.finish()), self.words)
 
     def _samples(self, data: bytes, last: bool) -> np.ndarray:
         """Little-endian int16 bytes -> float32 in [-1, 1) at the recogniser's rate."""
@@ -190,51 +193,55 @@ def key_problem(expected: str | None, authorization: str, query_key: str | None)
     return None
 
 
-def checkpoint_recognizers(config: ServeConfig) -> Callable[[], Recognizer]:
-    """A function that makes a new StreamingRecognizer of the served model."""
-    from asr.device import pick_device
+def recognizers_of(transcriber: Transcriber, endpoint_silence: float) -> Callable[[], Recognizer]:
+    """A function that makes a new StreamingRecognizer over `transcriber`'s model (its weights
+    shared by all): incremental for a unidirectional checkpoint, re-decoding otherwise."""
+    from asr.model import Recogniser
     from asr.stream import StreamingRecognizer
+    from asr.stream.encoder import StreamingEncoder
 
-    device = str(pick_device(config.device))
+    model = transcriber.model
+    streamable = isinstance(model, Recogniser) and not model.acoustic.cfg.bidirectional
 
     def make() -> Recognizer:
-        return StreamingRecognizer.from_checkpoint(config.model, lm=config.lm, device=device)
+        encoder = StreamingEncoder(model, transcriber.tokenizer) if streamable else None
+        return StreamingRecognizer(transcriber, encoder, endpoint_silence=endpoint_silence)
 
-    make()  # the model's problems show at load time, not at the first socket
     return make
 
 
 class StreamHub:
-    """What the sockets share: the recogniser factory (loaded on first use), the worker
-    threads, and the count of open streams."""
+    """What the sockets share: the recogniser factory (over the service's model once it is
+    loaded, or the one given), the worker threads, and the count of open streams."""
 
     def __init__(
         self,
         config: ServeConfig,
         factory: Callable[[], Recognizer] | None = None,
         threads: int | None = None,
+        service: TranscriptionService | None = None,
     ):
         self.config = config
         self.factory = factory
-        self.load_error: str | None = None
+        self.service = service
         self.open = 0  # sockets with a stream (event-loop side only)
         self.executor = ThreadPoolExecutor(threads or config.lanes, thread_name_prefix="asr-stream")
-        self._lock = threading.Lock()
 
-    def load(self) -> Callable[[], Recognizer]:
-        """The factory, loading the model the first time (blocking)."""
-        with self._lock:
-            if self.factory is None:
-                try:
-                    self.factory = checkpoint_recognizers(self.config)
-                except Exception as err:
-                    self.load_error = f"{self.config.model}: cannot stream: {err}"
-                    raise
-            return self.factory
+    def refusal(self) -> tuple[int, str] | None:
+        """(close code, reason) while no stream can start (the model is loading or failed)."""
+        if self.factory is not None:
+            return None
+        service = self.service
+        if service is None or service.load_error:
+            return INTERNAL, service.load_error if service else "no model to stream"
+        if not service.ready:
+            return TRY_LATER, "the model is still loading: retry shortly"
+        self.factory = recognizers_of(service.transcriber, self.config.stream_endpoint_seconds)
+        return None
 
     def new_session(self) -> StreamSession:
         """A session with a fresh recogniser (blocking)."""
-        return StreamSession(self.load()())
+        return StreamSession(self.factory())
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -258,13 +265,11 @@ def _refusal(websocket: WebSocket, hub: StreamHub, draining: bool) -> tuple[int,
         return POLICY, problem
     if draining:
         return GOING_AWAY, "the server is shutting down"
-    if hub.load_error:
-        return INTERNAL, hub.load_error
     if hub.open >= hub.config.max_streams:
         return TRY_LATER, (
             f"the server is busy: {hub.open} streams open, the most it serves (--max-streams)"
         )
-    return None
+    return hub.refusal()
 
 
 async def serve_socket(websocket: WebSocket, hub: StreamHub, draining: Callable[[], bool]) -> None:
@@ -281,7 +286,7 @@ async def serve_socket(websocket: WebSocket, hub: StreamHub, draining: Callable[
             session = await loop.run_in_executor(hub.executor, hub.new_session)
         except Exception:
             log.exception("cannot start a stream")
-            await _close(websocket, INTERNAL, hub.load_error or "cannot start a stream")
+            await _close(websocket, INTERNAL, "cannot start a stream: see the server's log")
             return
         await _converse(websocket, session, hub, loop)
     finally:
