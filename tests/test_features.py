@@ -1,5 +1,6 @@
-"""LogMel against librosa and torchaudio, frame counts, padding, CMVN, level normalisation,
-old checkpoints, autocast and CUDA, and SpecAugment."""
+"""LogMel against librosa and torchaudio, frame counts, padding, CMVN, level normalisation
+(whole utterance and running), old checkpoints, autocast and CUDA, LogMelStream, and
+SpecAugment."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from asr.features import (
     ChunkedMelSpectrogram,
     FeatureConfig,
     LogMel,
+    LogMelStream,
     SpecAugment,
     SpecAugmentConfig,
     mel_spectrogram_settings,
@@ -104,9 +106,12 @@ def batch_and_single(cfg: FeatureConfig):
     return batch, batch_lens, single, single_lens
 
 
-@pytest.mark.parametrize("normalize_level", [False, True])
-def test_padded_frames_are_zero(normalize_level):
-    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level)
+LEVELS = {"fixed": {"normalize_level": False}, "utterance": {}, "running": {"level_window_s": 0.2}}
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_padded_frames_are_zero(level):
+    cfg = FeatureConfig(n_mels=40, **LEVELS[level])
     batch, lens, _, _ = batch_and_single(cfg)
     assert lens.tolist() == [round(0.43 * 16000) // 160 + 1, 16000 // 160 + 1]
     assert batch.shape == (2, int(lens.max()), 40)
@@ -114,9 +119,9 @@ def test_padded_frames_are_zero(normalize_level):
     assert (batch[0, : lens[0]] != 0).any(dim=-1).all()
 
 
-@pytest.mark.parametrize("normalize_level", [False, True])
-def test_batched_equals_unbatched_on_valid_frames(normalize_level):
-    cfg = FeatureConfig(n_mels=40, normalize_level=normalize_level)
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_batched_equals_unbatched_on_valid_frames(level):
+    cfg = FeatureConfig(n_mels=40, **LEVELS[level])
     batch, lens, single, single_lens = batch_and_single(cfg)
     n = int(single_lens[0])
     assert int(lens[0]) == n == single.shape[1]
@@ -272,6 +277,95 @@ def test_normalize_level_makes_features_level_invariant():
     quiet, _ = lm(y[None], lens)
     loud, _ = lm(10 * y[None], lens)
     torch.testing.assert_close(loud - quiet, torch.full_like(quiet, np.log(100)), atol=1e-3, rtol=0)
+
+
+def test_running_level_makes_features_level_invariant_and_follows_a_change_of_level():
+    cfg = FeatureConfig(n_mels=40, level_window_s=0.1)  # 10 hops
+    y = torch.from_numpy(tone_and_noise(16000, 0.6, level=0.05))
+    lens = torch.tensor([len(y)])
+    lm = LogMel(cfg)
+    quiet, _ = lm(y[None], lens)
+    loud, _ = lm(10 * y[None], lens)
+    torch.testing.assert_close(loud, quiet, atol=1e-4, rtol=1e-4)
+    # The second half 10x louder: once the window holds only loud audio, the features are
+    # those of the steady signal again (one gain for the whole would leave the halves ln(100)
+    # apart); just after the step they are still scaled for the quiet audio before it.
+    half = len(y) // 2
+    stepped = torch.cat((y[:half], 10 * y[half:]))
+    feats, _ = lm(stepped[None], lens)
+    step = half // cfg.hop_length
+    settled = step + 12  # 10 hops after the step, and the STFT's reach
+    torch.testing.assert_close(feats[0, settled:], quiet[0, settled:], atol=1e-3, rtol=1e-3)
+    assert (feats[0, step + 3] - quiet[0, step + 3]).mean() > 0.5  # 4 loud hops of 10: ln 2.5
+
+
+@pytest.mark.parametrize(
+    ("level", "win_ms", "reach"),
+    [("fixed", 25.0, 200), ("running", 25.0, 200), ("fixed", 10.0, 80), ("running", 10.0, 160)],
+)
+def test_a_frame_depends_on_no_audio_past_its_reach(level, win_ms, reach):
+    """Streamable features: frame t reads audio up to t * hop + reach only: the window's right
+    half (n_fft 256 holds a 160-sample window 48 samples in: 80 past the centre), and with a
+    running level at least the frame's own hop."""
+    cfg = FeatureConfig(n_mels=40, win_ms=win_ms, **LEVELS[level])
+    lm = LogMel(cfg)
+    assert LogMelStream(lm).reach == reach
+    y = torch.from_numpy(tone_and_noise(16000, 0.5))
+    t = 20
+    cut = t * cfg.hop_length + reach
+    changed = y.clone()
+    changed[cut:] = torch.randn(len(y) - cut)
+    a, _ = lm(y[None], torch.tensor([len(y)]))
+    b, _ = lm(changed[None], torch.tensor([len(y)]))
+    assert torch.equal(a[0, : t + 1], b[0, : t + 1])
+    assert not torch.equal(a[0, t + 1], b[0, t + 1])
+
+
+def stream_features(stream: LogMelStream, y: torch.Tensor, chunk: int) -> torch.Tensor:
+    pieces = [stream.accept(y[i : i + chunk]) for i in range(0, len(y), chunk)]
+    return torch.cat([*pieces, stream.accept(y[:0], final=True)])
+
+
+@pytest.mark.parametrize("level", ["fixed", "running"])
+@pytest.mark.parametrize("chunk", [1, 37, 160, 1601, 20000])
+def test_stream_gives_the_frames_of_the_whole_waveform(level, chunk):
+    cfg = FeatureConfig(sample_rate=8000, n_mels=23, **LEVELS[level])
+    lm = LogMel(cfg)
+    lm.cmvn_mean.copy_(torch.linspace(-3, 3, cfg.n_mels))
+    lm.cmvn_std.copy_(torch.linspace(0.5, 2, cfg.n_mels))
+    y = torch.from_numpy(tone_and_noise(8000, 0.4 if chunk == 1 else 1.3))
+    y *= torch.linspace(0.05, 3.0, len(y))  # a rising level, so the running level matters
+    whole, lens = lm(y[None], torch.tensor([len(y)]))
+    stream = LogMelStream(lm)
+    got = stream_features(stream, y, chunk)
+    assert got.shape == whole[0].shape and stream.frames == int(lens[0])
+    torch.testing.assert_close(got, whole[0], atol=1e-5, rtol=1e-5)
+    stream.reset()  # a second stream gives the same again
+    torch.testing.assert_close(stream_features(stream, y, 997), whole[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", ["fixed", "running"])
+def test_stream_gives_each_frame_as_soon_as_its_audio_is_in(level):
+    cfg = FeatureConfig(n_mels=40, **LEVELS[level])
+    stream = LogMelStream(LogMel(cfg))
+    y = torch.from_numpy(tone_and_noise(16000, 0.3))
+    arrivals = []  # samples in when each frame came out
+    for i in range(len(y)):
+        arrivals += [i + 1] * len(stream.accept(y[i : i + 1]))
+    assert arrivals == [t * 160 + stream.reach for t in range(len(arrivals))]
+    assert len(arrivals) == (len(y) - stream.reach) // 160 + 1
+
+
+def test_stream_refuses_whole_utterance_level_normalisation():
+    with pytest.raises(ValueError, match=r"level_window_s > 0.*normalize_level false"):
+        LogMelStream(LogMel(FeatureConfig(n_mels=40)))
+
+
+def test_level_window_must_not_be_negative():
+    with pytest.raises(ValueError, match="level_window_s"):
+        FeatureConfig(level_window_s=-1.0)
+    assert FeatureConfig(level_window_s=0.004).level_window_blocks == 1  # at least one hop
+    assert FeatureConfig(normalize_level=False, level_window_s=3.0).level_window_blocks == 0
 
 
 def spec_augment_input() -> torch.Tensor:
