@@ -1,4 +1,5 @@
-"""AcousticModel shapes, lengths, normalisation, padding invariance; ModelConfig checks."""
+"""AcousticModel shapes, lengths, normalisation, padding invariance, lookahead, the model run
+over features in pieces (AcousticStream); ModelConfig checks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from asr.features import FeatureConfig
-from asr.model import AcousticModel, ModelConfig, Recogniser
+from asr.model import AcousticModel, AcousticStream, Lookahead, ModelConfig, Recogniser
 
 N_MELS = 16
 VOCAB = 7
@@ -161,6 +162,8 @@ def test_recogniser_waveforms_to_log_probs():
         ({"subsample": 8}, "subsample"),
         ({"subsample": 2, "conv_channels": 0}, "conv front-end"),
         ({"subsample": 4, "conv_channels": 0}, "conv front-end"),
+        ({"lookahead_frames": 2}, "lookahead_frames needs a left-to-right model"),
+        ({"lookahead_frames": -1, "bidirectional": False}, "lookahead_frames must be 0 or more"),
     ],
 )
 def test_model_config_validation(kwargs, message):
@@ -172,3 +175,152 @@ def test_vocab_size_must_hold_blank_and_a_token():
     with pytest.raises(ValueError, match="vocab_size"):
         AcousticModel(ModelConfig(n_mels=N_MELS, vocab_size=1))
     AcousticModel(ModelConfig(n_mels=N_MELS, vocab_size=2, hidden_size=4, num_layers=1))
+
+
+def test_lookahead_mixes_each_frame_with_the_next_k_per_channel():
+    row = Lookahead(channels=2, frames=2)
+    x = torch.arange(1.0, 9.0).view(1, 4, 2)  # (B, T, C): channel 0 is 1, 3, 5, 7
+    torch.testing.assert_close(row(x), x)  # starts as the identity
+    with torch.no_grad():
+        row.weight.copy_(torch.tensor([[[1.0, 10.0, 100.0]], [[0.0, 0.0, 1.0]]]))
+    y = row(x)
+    assert y.shape == x.shape
+    # channel 0: x_t + 10 x_{t+1} + 100 x_{t+2}, zeros past the end; channel 1: x_{t+2}
+    assert y[0, :, 0].tolist() == [1 + 30 + 500, 3 + 50 + 700, 5 + 70, 7]
+    assert y[0, :, 1].tolist() == [6, 8, 0, 0]
+    assert torch.equal(row(x, pad=False), y[:, :2])  # only the frames whose future is in x
+
+
+def left_to_right(**kwargs) -> ModelConfig:
+    return small_config(bidirectional=False, **kwargs)
+
+
+def random_lookahead(model: AcousticModel) -> AcousticModel:
+    """The lookahead's weights drawn at random (it starts as the identity)."""
+    with torch.no_grad():
+        model.lookahead.weight.normal_()
+    return model
+
+
+@pytest.mark.parametrize("subsample", [1, 2, 4])
+def test_lookahead_model_shapes_padding_invariance_and_future_frames(subsample):
+    torch.manual_seed(0)
+    model = random_lookahead(AcousticModel(left_to_right(subsample=subsample, lookahead_frames=3)))
+    model.eval()
+    assert model.output.in_features == 8
+    feats, lens = padded_feats([50, 53, 51, 52, 60], seed=2)
+    with torch.no_grad():
+        batch, batch_lens = model(feats, lens)
+        for i, n in enumerate(lens.tolist()):
+            alone, alone_lens = model(feats[i : i + 1, :n], lens[i : i + 1])
+            m = alone_lens.item()
+            assert batch_lens[i].item() == m == expected_len(n, subsample)
+            torch.testing.assert_close(batch[i, :m], alone[0], atol=1e-5, rtol=1e-5)
+        # Output frame j reads recurrent frames j .. j + 3. Changing the features from
+        # j * subsample + 2 on changes recurrent frames from j on (each conv layer reads one
+        # frame past its centre), so the outputs from j - 3 on, and none before.
+        changed = feats[:1, :50].clone()
+        j = 6
+        first = j * subsample
+        changed[0, first + 2 :] = torch.randn(50 - first - 2, N_MELS)
+        a, _ = model(feats[:1, :50], lens[:1])
+        b, _ = model(changed, lens[:1])
+    differs = (a - b).abs().amax(-1)[0] > 0  # (T',)
+    assert differs.nonzero()[0].item() == j - 3
+
+
+def test_lookahead_weights_are_saved_and_trained():
+    torch.manual_seed(0)
+    model = AcousticModel(left_to_right(lookahead_frames=2))
+    assert model.state_dict()["lookahead.weight"].shape == (8, 1, 3)
+    assert "lookahead.weight" not in AcousticModel(left_to_right()).state_dict()
+    feats, lens = padded_feats([30, 21])
+    log_probs, out_lens = model(feats, lens)
+    targets = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    loss = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), targets, out_lens, torch.tensor([3, 2])
+    )
+    loss.backward()
+    assert model.lookahead.weight.grad[:, 0, 1:].abs().sum() > 0  # the future frames' weights
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_lookahead_model_under_bf16_autocast(rnn_type):
+    torch.manual_seed(0)
+    model = random_lookahead(AcousticModel(left_to_right(rnn_type=rnn_type, lookahead_frames=2)))
+    feats, lens = padded_feats([30, 21])
+    model.eval()
+    with torch.no_grad():
+        expected, _ = model(feats, lens)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            log_probs, out_lens = model(feats, lens)
+    assert log_probs.dtype == torch.float32
+    valid = torch.arange(log_probs.shape[1])[None, :] < out_lens[:, None]
+    assert (log_probs - expected).abs()[valid].max() < 0.1  # bf16 keeps about 3 digits
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_probs, _ = model(feats, lens)
+    log_probs[valid].sum().backward()
+    assert model.lookahead.weight.grad.abs().sum() > 0
+
+
+def stream_log_probs(model: AcousticModel, feats: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(T, n_mels) features through an AcousticStream `chunk` frames at a time -> (T', V)."""
+    stream = AcousticStream(model)
+    pieces = [stream.accept(feats[i : i + chunk]) for i in range(0, len(feats), chunk)]
+    return torch.cat([*pieces, stream.accept(feats[:0], final=True)])
+
+
+@pytest.mark.parametrize(
+    ("subsample", "conv_channels", "rnn_type", "lookahead"),
+    [
+        (1, 0, "gru", 0),
+        (1, 0, "lstm", 2),
+        (1, 4, "rnn", 1),
+        (2, 4, "gru", 3),
+        (4, 4, "lstm", 0),
+        (4, 4, "gru", 2),
+    ],
+)
+def test_stream_gives_the_log_probs_of_the_whole_sequence(
+    subsample, conv_channels, rnn_type, lookahead
+):
+    torch.manual_seed(0)
+    cfg = left_to_right(
+        subsample=subsample,
+        conv_channels=conv_channels,
+        rnn_type=rnn_type,
+        lookahead_frames=lookahead,
+    )
+    model = AcousticModel(cfg)
+    if lookahead:
+        random_lookahead(model)
+    model.eval()
+    for n in [1, 2, 3, 5, 41]:  # a single frame, the conv kernel's edges, every residue mod 4
+        feats, lens = padded_feats([n], seed=n)
+        with torch.no_grad():
+            whole, _ = model(feats, lens)
+        for chunk in sorted({1, 2, 3, 7, n}):
+            got = stream_log_probs(model, feats[0], chunk)
+            assert got.shape == whole[0].shape, (n, chunk)
+            torch.testing.assert_close(got, whole[0], atol=1e-5, rtol=1e-5)
+
+
+def test_stream_gives_each_frame_as_soon_as_its_features_are_in():
+    """Subsample 4 with lookahead 2: output frame j reads recurrent frames up to j + 2, which
+    read feature frames up to 2 (2 (j + 2) + 1) + 1 = 4 j + 11 (each conv layer: kernel 3,
+    stride 2, one frame of right context)."""
+    torch.manual_seed(0)
+    model = AcousticModel(left_to_right(subsample=4, lookahead_frames=2)).eval()
+    stream = AcousticStream(model)
+    feats, _ = padded_feats([60])
+    arrivals = []  # feature frames in when each output frame came out
+    for t in range(60):
+        arrivals += [t + 1] * len(stream.accept(feats[0, t : t + 1]))
+    assert arrivals == [4 * j + 12 for j in range(len(arrivals))]
+    assert len(stream.accept(feats[0, :0], final=True)) == 15 - len(arrivals)  # ceil(60 / 4)
+
+
+def test_stream_refuses_a_bidirectional_model():
+    with pytest.raises(ValueError, match="bidirectional"):
+        AcousticStream(AcousticModel(small_config()))
