@@ -91,11 +91,22 @@ def test_used_only_for_fp32_cpu_training_of_a_batch_first_gru():
         assert not gru_scan.usable(gru, x)
 
 
-def test_acoustic_model_trains_through_it_on_the_cpu(monkeypatch):
-    """The model's CPU training forward takes the scan, and gives what the packed nn.GRU gives."""
-    cfg = ModelConfig(n_mels=16, vocab_size=7, conv_channels=4, hidden_size=8, dropout=0.0)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"bidirectional": False, "lookahead_frames": 2}],
+    ids=["bidirectional", "left-to-right-lookahead"],
+)
+def test_acoustic_model_trains_through_it_on_the_cpu(monkeypatch, options):
+    """The model's CPU training forward takes the scan, and gives what the packed nn.GRU gives:
+    outputs and gradients."""
+    cfg = ModelConfig(
+        n_mels=16, vocab_size=7, conv_channels=4, hidden_size=8, dropout=0.0, **options
+    )
     torch.manual_seed(0)
     model = AcousticModel(cfg)
+    if model.lookahead is not None:
+        with torch.no_grad():
+            model.lookahead.weight.normal_()
     g = torch.Generator().manual_seed(3)
     feats, lengths = torch.randn(3, 40, 16, generator=g), torch.tensor([40, 23, 7])
     calls = []
@@ -105,10 +116,19 @@ def test_acoustic_model_trains_through_it_on_the_cpu(monkeypatch):
         calls.append(1)
         return real(*args)
 
+    def loss_and_grads(out: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, list]:
+        valid = torch.arange(out.shape[1])[None, :] < lens[:, None]
+        model.zero_grad()
+        (out[valid] * weights[valid]).sum().backward()
+        return out[valid].detach(), [p.grad.clone() for p in model.parameters()]
+
     monkeypatch.setattr(gru_scan, "gru_layers", spy)
     scan_out, out_lens = model(feats, lengths)
     assert calls
+    weights = torch.randn(scan_out.shape, generator=g)
+    scan_out, scan_grads = loss_and_grads(scan_out, out_lens)
     monkeypatch.setattr(gru_scan, "usable", lambda rnn, x: False)
-    packed_out, _ = model(feats, lengths)
-    valid = torch.arange(scan_out.shape[1])[None, :] < out_lens[:, None]
-    torch.testing.assert_close(scan_out[valid], packed_out[valid], rtol=1e-5, atol=1e-5)
+    packed_out, packed_grads = loss_and_grads(*model(feats, lengths))
+    torch.testing.assert_close(scan_out, packed_out, rtol=1e-5, atol=1e-5)
+    for a, b in zip(scan_grads, packed_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
