@@ -205,6 +205,40 @@ def test_bad_rnn_type_raises(tmp_path):
         load_config(None, ["model.subsample=3"])
 
 
+STREAMING_YAML = """\
+features:
+  level_window_s: 3
+model:
+  bidirectional: false
+  lookahead_frames: 2
+"""
+
+
+def test_a_streaming_model_config(tmp_path):
+    cfg = load_config(write(tmp_path, STREAMING_YAML))
+    assert cfg.features.level_window_s == 3.0 and cfg.features.streamable
+    assert (cfg.model.bidirectional, cfg.model.lookahead_frames) == (False, 2)
+    assert describe_run(cfg).startswith("3 x 256 GRU left-to-right, lookahead 2 (subsample 2)")
+    assert not ExperimentConfig().features.streamable  # the default: each utterance's level
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("model:\n  lookahead_frames: 2\n", [], "model config: lookahead_frames needs a left"),
+        (STREAMING_YAML, ["model.bidirectional=true"], "bidirectional: false"),
+        (STREAMING_YAML, ["features.level_window_s=-0.5"], "features config: level_window_s"),
+    ],
+    ids=["lookahead-bidirectional", "made-bidirectional", "negative-window"],
+)
+def test_a_lookahead_on_a_bidirectional_model_or_a_negative_level_window_is_refused(
+    tmp_path, text, overrides, message
+):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(write(tmp_path, text), overrides)
+    assert "\n" not in str(err.value)
+
+
 def test_dict_round_trip(tmp_path):
     cfg = load_config(write(tmp_path, YAML), ["features.f_max=null"])
     assert from_dict(to_dict(cfg)) == cfg
