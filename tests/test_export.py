@@ -40,7 +40,7 @@ def _save_random_model(
 ) -> Recogniser:
     """A randomly initialised recogniser saved as a checkpoint; CMVN statistics from the
     manifest `cmvn_from`, else random. The output layer is scaled up so that greedy decoding
-    gives varied text instead of blanks only."""
+    gives varied text instead of blanks only; a lookahead's weights are random too."""
     torch.manual_seed(0)
     feature_cfg = feature_cfg or FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=model_cfg.n_mels)
     tokenizer = tokenizer or CharTokenizer.from_texts(TEXTS)
@@ -55,6 +55,8 @@ def _save_random_model(
         model.features.cmvn_std.uniform_(0.5, 2.0)
     with torch.no_grad():
         model.acoustic.output.weight.mul_(4.0)
+        if model.acoustic.lookahead is not None:  # (it starts as the identity)
+            model.acoustic.lookahead.weight.normal_()
     model.eval()
     state = {
         "config": {"features": asdict(feature_cfg), "model": asdict(model_cfg)},
@@ -87,6 +89,12 @@ SHAPES = {
     "rnn-left-to-right-no-conv": (
         ModelConfig(n_mels=16, rnn_type="rnn", conv_channels=0, subsample=1, bidirectional=False),
         {"normalize_level": False},
+    ),
+    "gru-left-to-right-lookahead-running-level": (
+        ModelConfig(
+            n_mels=20, conv_channels=4, subsample=2, bidirectional=False, lookahead_frames=2
+        ),
+        {"level_window_s": 0.3},
     ),
 }
 
