@@ -1,20 +1,28 @@
 """Live transcription over `asr serve`'s WebSocket (Vosk's protocol), with the `websockets`
 client: one reply per message, partials that the final only extends, the final result at eof
 and the close, resampling to the model's rate, the idle timeout, the cap on streams (1013), the
-API key, and refusals of messages outside the protocol. The protocol tests run the app in this
-process over a recogniser that finds words in loud stretches of audio (`LoudnessRecognizer`)."""
+API key, and refusals of messages outside the protocol, in this process over a recogniser that
+finds words in loud stretches of audio (`LoudnessRecognizer`); then end to end against `asr
+serve` processes: 8 streams at once of a left-to-right model each equal `asr transcribe`'s
+text, 8 kHz audio to its 16 kHz model, and a bidirectional model's finals equal `asr transcribe
+--stream`'s."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import soxr
 
 pytest.importorskip("fastapi", reason="asr serve needs the serve extra (fastapi)")
@@ -23,11 +31,14 @@ import uvicorn
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from asr.cli import main
 from asr.serve.app import create_app
 from asr.serve.config import ServeConfig
 from asr.serve.service import TranscriptionService
 from asr.serve.stream_ws import StreamHub, _HideKeys
 from asr.stream import StreamResult, StreamWord
+from tests.conftest import make_tone_corpus, tiny_overrides
+from tests.serve_fixtures import ServeProcess, TinyModel, offline, tiny_model
 
 
 @dataclass
@@ -302,3 +313,151 @@ def test_the_key_in_a_socket_path_is_masked_in_the_log(caplog):
     )
     assert _HideKeys().filter(record)
     assert record.getMessage() == '127.0.0.1:5 - "WebSocket /v1/stream?api_key=***&x=1" [accepted]'
+
+
+# End to end: `asr serve` processes with real models, against `asr transcribe`.
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> TinyModel:
+    """The serve tests' bidirectional 8 kHz model (it streams by re-decoding)."""
+    return tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def left_to_right(tmp_path_factory) -> Path:
+    """A unidirectional 16 kHz model with 2 frames of lookahead (it streams incrementally),
+    trained for 30 epochs on the tone corpus at 16 kHz (a few seconds of one core)."""
+    root = tmp_path_factory.mktemp("stream-model")
+    manifest = make_tone_corpus(root / "tones", sample_rate=16000)
+    overrides = [
+        *tiny_overrides(manifest),
+        # features below 4 kHz only, so 8 kHz audio sounds to it as the 16 kHz corpus does
+        *("features.sample_rate=16000", "features.f_max=4000", "features.normalize_level=false"),
+        *("model.bidirectional=false", "model.lookahead_frames=2"),
+        *("train.epochs=30", "train.spec_augment=false", "train.validate_every_epochs=100"),
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "--out-dir", str(root / "exp"), *overrides]) == 0
+    return root / "exp" / "best.pt"
+
+
+def served(checkpoint: Path, log: Path, *args: str):
+    process = ServeProcess(checkpoint, log, *args).wait_ready()
+    yield process
+    assert process.terminate() == 0, process.output()
+
+
+@pytest.fixture(scope="module")
+def bidirectional_server(model, tmp_path_factory):
+    yield from served(model.checkpoint, tmp_path_factory.mktemp("bi") / "serve.log")
+
+
+@pytest.fixture(scope="module")
+def left_to_right_server(left_to_right, tmp_path_factory):
+    yield from served(left_to_right, tmp_path_factory.mktemp("uni") / "serve.log")
+
+
+def joined_file(path: Path, files: list[Path], pause: float = 0.8) -> Path:
+    """The files one after another with `pause` seconds of quiet noise between and after them,
+    as 16-bit PCM at the first file's rate."""
+    rng = np.random.default_rng(1)
+    parts, rate = [], sf.info(files[0]).samplerate
+    for f in files:
+        wav, file_rate = sf.read(f, dtype="float32")
+        assert file_rate == rate
+        parts += [wav, 0.003 * rng.standard_normal(int(pause * rate)).astype(np.float32)]
+    sf.write(path, np.concatenate(parts), rate, subtype="PCM_16")
+    return path
+
+
+def stream_file(url: str, path: Path, chunk_seconds: float = 0.1) -> list[dict]:
+    """A file's 16-bit samples through the socket in lock-step, declaring its rate; the
+    replies (the last is the eof's), after checking the close."""
+    info = sf.info(path)
+    data = sf.read(path, dtype="int16")[0].astype("<i2").tobytes()
+    with connect(url.replace("http://", "ws://") + "/v1/stream") as ws:
+        ws.send(json.dumps({"config": {"sample_rate": info.samplerate}}))
+        replies = stream(ws, data, 2 * int(chunk_seconds * info.samplerate))
+        assert closed(ws).rcvd.code == 1000
+    return replies
+
+
+def check_partials_extend(replies: list[dict]) -> str:
+    """Each segment's partials only extend each other, and its result extends or replaces
+    them; the results' texts joined."""
+    texts, partial = [], ""
+    for reply in replies:
+        if "partial" in reply:
+            assert reply["partial"].startswith(partial), (partial, reply["partial"])
+            partial = reply["partial"]
+        else:
+            texts.append(reply["text"])
+            partial = ""
+    return " ".join(t for t in texts if t)
+
+
+def test_eight_concurrent_streams_each_equal_asr_transcribe(left_to_right_server, left_to_right):
+    """8 sockets at once, each a different file of three utterances with pauses: the finals
+    of each, joined, are `asr transcribe`'s text of its file, with word times inside it."""
+    tones = left_to_right.parents[1] / "tones"
+    files = [
+        joined_file(
+            tones / f"joined{i}.wav", [tones / f"utt0_{(i + k) % 12}.wav" for k in (0, 3, 7)]
+        )
+        for i in range(8)
+    ]
+    expected = [r["text"] for r in offline(left_to_right, files)]
+    with ThreadPoolExecutor(8) as pool:
+        streamed = list(pool.map(lambda f: stream_file(left_to_right_server.url, f), files))
+    for replies, text, path in zip(streamed, expected, files, strict=True):
+        assert text and check_partials_extend(replies) == text, path.name
+        results = [r for r in replies if "result" in r]
+        assert len(results) >= 2  # endpoints at the pauses, not only the eof's
+        words = [w for r in results for w in r["result"]]
+        assert " ".join(w["word"] for w in words) == text
+        assert all(0 <= w["start"] < w["end"] <= sf.info(path).duration for w in words)
+
+
+def test_a_bidirectional_model_s_finals_are_asr_transcribe_stream_s(bidirectional_server, model):
+    """The bidirectional model re-decodes the open segment: the socket's finals are `asr
+    transcribe --stream`'s (text and word times), and each is `asr transcribe`'s text of its
+    segment's audio."""
+    path = joined_file(model.folder / "joined-bi.wav", [model.files[i] for i in (0, 3, 7)])
+    replies = stream_file(bidirectional_server.url, path)
+    check_partials_extend(replies)
+    results = [r for r in replies if r.get("text")]
+    out = io.StringIO()
+    args = ["transcribe", "--model", str(model.checkpoint), "--device", "cpu", "--stream"]
+    with contextlib.redirect_stdout(out):
+        assert main([*args, "--format", "json", str(path)]) == 0
+    finals = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(results) == len(finals) == 3
+    for result, final in zip(results, finals, strict=True):
+        assert result["text"] == final["text"]
+        assert [w["word"] for w in result["result"]] == [w["word"] for w in final["words"]]
+        for ours, theirs in zip(result["result"], final["words"], strict=True):
+            assert ours["start"] == pytest.approx(theirs["start"], abs=0.01)
+            assert ours["end"] == pytest.approx(theirs["end"], abs=0.01)
+    wav, rate = sf.read(path, dtype="float32")
+    cuts = []
+    for i, final in enumerate(finals):
+        cuts.append(model.folder / f"segment{i}.wav")
+        segment = wav[round(final["start"] * rate) : round(final["end"] * rate)]
+        sf.write(cuts[-1], segment, rate, subtype="FLOAT")
+    assert [r["text"] for r in offline(model.checkpoint, cuts)] == [r["text"] for r in results]
+
+
+def test_8_khz_audio_streams_to_a_16_khz_model_as_asr_transcribe_reads_it(
+    left_to_right_server, left_to_right, model
+):
+    """The left-to-right 16 kHz model hears 8 kHz audio resampled by the server: its partials
+    grow while the words are spoken and its finals, joined, are `asr transcribe`'s text of the
+    8 kHz file."""
+    path = joined_file(model.folder / "joined8k.wav", [model.files[i] for i in (0, 1, 10)])
+    assert sf.info(path).samplerate == 8000
+    (expected,) = offline(left_to_right, [path])
+    replies = stream_file(left_to_right_server.url, path)
+    assert expected["text"] and check_partials_extend(replies) == expected["text"]
+    first_result = next(i for i, r in enumerate(replies) if "result" in r)
+    assert any(r["partial"] for r in replies[:first_result])
