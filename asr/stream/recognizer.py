@@ -31,6 +31,7 @@ import torch
 
 from asr.align import WordTiming
 from asr.decoding.greedy import GreedyDecoder
+from asr.model import Recogniser
 from asr.segmenter import FRAME_SECONDS, SegmenterConfig, split_at_quietest
 from asr.stream.endpoint import Endpointer, StreamingVad
 from asr.transcribe import Recognition, Transcriber
@@ -292,7 +293,7 @@ class _Incremental:
         finished = []
         while self.waiting:
             end = (self.frame + 1) * self.fs  # epoch seconds at the end of this frame
-            if not end_of_stream and self.vad_done * FRAME_SECONDS < end:
+            if not end_of_stream and self.vad_done * FRAME_SECONDS < end - 1e-9:
                 break
             while self.vad_frames and (self.vad_read + 1) * FRAME_SECONDS <= end + 1e-9:
                 self.vad_read += 1
@@ -340,17 +341,28 @@ class _Incremental:
         return result
 
 
-class StreamingRecognizer:
-    """Partial and final results for a live audio stream (see the module docstring).
+def _encoder_for(transcriber: Transcriber, name: str) -> FrameEncoder | None:
+    """A StreamingEncoder over the transcriber's own model when it is left-to-right (None for
+    a bidirectional or exported model: those stream by re-decoding)."""
+    model = transcriber.model
+    if not isinstance(model, Recogniser) or model.acoustic.cfg.bidirectional:
+        return None
+    from asr.stream.encoder import StreamingEncoder
 
-    >>> rec = StreamingRecognizer.from_checkpoint("exp/an4/best.pt")  # doctest: +SKIP
-    >>> for chunk in chunks:  # doctest: +SKIP
-    ...     if rec.accept_waveform(chunk):
-    ...         print(rec.final().text)
-    ...     else:
-    ...         print(rec.partial(), end="\\r")
-    >>> for result in rec.finish():  # doctest: +SKIP
-    ...     print(result.text)
+    return StreamingEncoder(model, transcriber.tokenizer, name)
+
+
+class StreamingRecognizer:
+    """Partial and final results for a live audio stream (see the module docstring)::
+
+    recognizer = StreamingRecognizer.from_checkpoint("exp/an4/best.pt")
+    for chunk in chunks:  # float32 (or int16) mono at recognizer.sample_rate
+        if recognizer.accept_waveform(chunk):
+            print(recognizer.final().text)
+        else:
+            print("...", recognizer.partial())
+    for result in recognizer.finish():
+        print(result.text)
     """
 
     def __init__(
@@ -374,6 +386,12 @@ class StreamingRecognizer:
             max_seconds=max_segment_seconds,
             min_seconds=min(2.0, max_segment_seconds / 4),
         )
+        self._settings = {
+            "endpoint_silence": endpoint_silence,
+            "redecode_interval": redecode_interval,
+            "max_segment_seconds": max_segment_seconds,
+            "vad_aggressiveness": vad_aggressiveness,
+        }
         self.transcriber = transcriber
         self.sample_rate: int = transcriber.sample_rate
         self._stream: _Redecode | _Incremental
@@ -421,12 +439,14 @@ class StreamingRecognizer:
             return cls(transcriber, **settings)
         state = load_checkpoint(model_path)
         transcriber = Transcriber.from_state(state, device, lm, lexicon, decoder_options)
-        encoder = None
-        if not transcriber.model.acoustic.cfg.bidirectional:
-            from asr.stream.encoder import StreamingEncoder
+        return cls(transcriber, _encoder_for(transcriber, str(model_path)), **settings)
 
-            encoder = StreamingEncoder.from_checkpoint(state, device=device)
-        return cls(transcriber, encoder, **settings)
+    def new_stream(self) -> StreamingRecognizer:
+        """A recognizer for another stream with this one's settings, sharing its model and
+        decoder (their weights are not copied)."""
+        return StreamingRecognizer(
+            self.transcriber, _encoder_for(self.transcriber, ""), **self._settings
+        )
 
     def accept_waveform(self, samples: np.ndarray) -> bool:
         """(S,) float32 (or int16) mono samples at `sample_rate` -> True when a final is ready."""
