@@ -461,3 +461,62 @@ def test_8_khz_audio_streams_to_a_16_khz_model_as_asr_transcribe_reads_it(
     assert expected["text"] and check_partials_extend(replies) == expected["text"]
     first_result = next(i for i, r in enumerate(replies) if "result" in r)
     assert any(r["partial"] for r in replies[:first_result])
+
+
+def test_the_page_s_live_mode_in_chromium(left_to_right_server, left_to_right, tmp_path):
+    """Headless Chromium's fake microphone plays three utterances once into the page's Live
+    mode: grey partials show while it plays, and once stopped the final transcript shown is
+    `asr transcribe`'s text of the audio the page sent (kept as the player's WAV)."""
+    pytest.importorskip("selenium", reason="the page tests need selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_serve_page import CHROMEDRIVER, CHROMIUM, chromium, recorded_wav
+
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("Chromium and chromedriver are not installed")
+    tones = left_to_right.parents[1] / "tones"
+    mic = joined_file(tmp_path / "mic.wav", [tones / f"utt0_{i}.wav" for i in (1, 3, 11)])
+    driver = chromium(
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={mic}%noloop",
+    )
+    try:
+        driver.get(left_to_right_server.url + "/")
+        live = driver.find_element(By.ID, "live")
+        live.click()
+        WebDriverWait(driver, 20).until(lambda d: live.text == "Stop")
+        driver.execute_script(
+            """window.partials = [];
+            new MutationObserver(() => {
+                const p = document.getElementById('partial');
+                if (p && p.textContent) window.partials.push(p.textContent);
+            }).observe(document.getElementById('transcript'),
+                       {subtree: true, childList: true, characterData: true});"""
+        )
+        time.sleep(sf.info(mic).duration + 0.5)  # the file plays once, then silence
+        partials = driver.execute_script("return window.partials;")
+        live.click()
+        WebDriverWait(driver, 30).until(
+            lambda d: (
+                d.find_element(By.ID, "status").text.startswith("Done:")
+                or d.find_element(By.ID, "error").text
+            )
+        )
+        assert driver.find_element(By.ID, "error").text == ""
+        assert partials, "no partial was shown while the audio played"
+        wav = recorded_wav(driver, tmp_path / "sent.wav")
+        assert sf.info(wav).samplerate == 16000 and sf.info(wav).duration > sf.info(mic).duration
+        (expected,) = offline(left_to_right, [wav])
+        text = driver.find_element(By.ID, "text").text
+        assert expected["text"] and text == expected["text"]
+        shown = driver.find_elements(By.CSS_SELECTOR, "#transcript .word")
+        assert [w.text.split("\n")[0] for w in shown] == text.split()
+        color = driver.execute_script(
+            "return getComputedStyle(document.getElementById('partial')).color;"
+        )
+        assert color == "rgb(153, 153, 153)"  # partials are grey
+        driver.save_screenshot(str(tmp_path / "live.png"))
+    finally:
+        driver.quit()
