@@ -18,7 +18,9 @@ import soundfile as sf
 import torch
 
 from asr.cli import main
+from asr.segmenter import SegmenterConfig
 from asr.stream import StreamingRecognizer, StreamResult
+from asr.stream.endpoint import StreamingVad
 from asr.stream.recognizer import as_float_samples
 from asr.tokenizers import CharTokenizer
 from asr.transcribe import Transcriber
@@ -154,6 +156,27 @@ def test_int16_input_is_read_as_its_float_samples(checkpoint, stream):
     as_float, _ = run(StreamingRecognizer.from_checkpoint(checkpoint), pcm / 32768.0, 0.1)
     assert [asdict(r) for r in as_int] == [asdict(r) for r in as_float]
     assert len(as_int) == len(SAID)
+
+
+def vad_frames(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    """StreamingVad's decisions for `audio` at `rate`, fed 20 ms at a time, then flushed;
+    and how many of them came before the flush."""
+    vad = StreamingVad(rate, SegmenterConfig())
+    step = rate // 50
+    flags = [vad.accept(audio[i : i + step])[0] for i in range(0, len(audio), step)]
+    before = sum(len(f) for f in flags)
+    return np.concatenate([*flags, vad.flush()[0]]), before
+
+
+def test_the_vad_reads_16_khz_as_it_reads_8_khz_without_delay(stream):
+    import soxr
+
+    at_8k, before = vad_frames(stream, RATE)
+    assert at_8k.any() and not at_8k.all()
+    at_16k, before_16k = vad_frames(soxr.resample(stream, RATE, 16000), 16000)
+    assert np.array_equal(at_16k, at_8k)
+    # every whole 30 ms VAD frame is decided as soon as its audio is in: no resampler delay
+    assert before_16k == before == len(stream) // 240 * 3
 
 
 def test_samples_of_other_shapes_and_types_are_refused():

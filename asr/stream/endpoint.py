@@ -1,8 +1,10 @@
 """Endpoints of a live stream: where a spoken segment ends, found as audio arrives.
 
 `StreamingVad` classes every 10 ms frame of a stream as speech or not, the way
-asr.segmenter classes a file's frames (WebRTC's VAD at 8 kHz on 30 ms frames, overruled by
-the frame's level against the noise floor), except that the noise floor is a running one: the
+asr.segmenter classes a file's frames (WebRTC's VAD on 30 ms frames, overruled by the frame's
+level against the noise floor), except that it reads the stream at its own rate where the VAD
+takes it (8, 16, 32 or 48 kHz: it analyses the 0-4 kHz band at each, so no resampler delays
+the decisions), and that the noise floor is a running one: the
 lowest 10th percentile of frame energies over the last few seconds, past frames only, digital
 silence left out.
 `Endpointer` turns those decisions into segments: a segment opens `pad` before its first speech
@@ -19,10 +21,8 @@ import numpy as np
 import soxr
 
 from asr.segmenter import (
-    ENERGY_FRAME,
     FRAME_SECONDS,
     PER_VAD_FRAME,
-    VAD_FRAME,
     VAD_RATE,
     SegmenterConfig,
     split_at_quietest,
@@ -33,19 +33,24 @@ FLOOR_REACH = 5  # chunks back whose percentiles the running floor takes the low
 # log10 mean square below one 16-bit step: digital silence (a muted or starting input), which
 # would set the floor far below the room's real noise
 DIGITAL_SILENCE = -9.0
+VAD_RATES = (8000, 16000, 32000, 48000)  # Hz the WebRTC VAD reads directly
 
 
 class StreamingVad:
     """Samples at `sample_rate` in, one (speech, log10 energy) decision per 10 ms frame out.
 
     Frame i covers seconds [i / 100, (i + 1) / 100) of the stream; a frame is returned once
-    the 30 ms VAD frame holding it is complete (the resampler to 8 kHz holds back a few ms).
+    the 30 ms VAD frame holding it is complete. A stream at a rate the VAD does not read is
+    resampled to 8 kHz first, and its frames come about 70 ms later (the resampler's delay).
     """
 
     def __init__(self, sample_rate: int, cfg: SegmenterConfig):
         import webrtcvad  # the webrtcvad-wheels package
 
         self.sample_rate = sample_rate
+        self.rate = sample_rate if sample_rate in VAD_RATES else VAD_RATE  # what the VAD reads
+        self.energy_frame = self.rate // 100  # samples per 10 ms frame
+        self.vad_frame = self.energy_frame * PER_VAD_FRAME  # samples per 30 ms VAD frame
         self.cfg = cfg
         self._vad = webrtcvad.Vad(cfg.aggressiveness)
         self.reset()
@@ -54,10 +59,10 @@ class StreamingVad:
         """A new stream: frame 0 is the next sample's."""
         self._resampler = (
             None
-            if self.sample_rate == VAD_RATE
-            else soxr.ResampleStream(self.sample_rate, VAD_RATE, 1, dtype="float32")
+            if self.sample_rate == self.rate
+            else soxr.ResampleStream(self.sample_rate, self.rate, 1, dtype="float32")
         )
-        self._carry = np.zeros(0, np.float32)  # 8 kHz samples short of a whole VAD frame
+        self._carry = np.zeros(0, np.float32)  # samples short of a whole VAD frame
         self._chunk: list[float] = []  # energies of the floor's unfinished chunk
         self._floors: deque[float] = deque(maxlen=FLOOR_REACH)  # finished chunks' percentiles
 
@@ -78,18 +83,20 @@ class StreamingVad:
 
     def _frames(self, samples: np.ndarray, last: bool) -> tuple[np.ndarray, np.ndarray]:
         samples = np.concatenate([self._carry, samples])
-        usable = len(samples) // VAD_FRAME * VAD_FRAME
+        usable = len(samples) // self.vad_frame * self.vad_frame
         if last:  # whole 10 ms frames of the partial VAD frame, without a VAD decision
-            usable = len(samples) // ENERGY_FRAME * ENERGY_FRAME
+            usable = len(samples) // self.energy_frame * self.energy_frame
         self._carry = samples[usable:]
         if usable == 0:
             return np.zeros(0, bool), np.zeros(0, np.float32)
-        frames = samples[:usable].reshape(-1, ENERGY_FRAME)  # (F, 80)
+        frames = samples[:usable].reshape(-1, self.energy_frame)  # (F, 10 ms)
         energy = np.log10(np.mean(frames**2, axis=1) + 1e-10).astype(np.float32)
-        whole = usable // VAD_FRAME * VAD_FRAME
+        whole = usable // self.vad_frame * self.vad_frame
         pcm = (np.clip(samples[:whole], -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-        step = 2 * VAD_FRAME  # bytes per VAD frame
-        flags = [self._vad.is_speech(pcm[i : i + step], VAD_RATE) for i in range(0, len(pcm), step)]
+        step = 2 * self.vad_frame  # bytes per VAD frame
+        flags = [
+            self._vad.is_speech(pcm[i : i + step], self.rate) for i in range(0, len(pcm), step)
+        ]
         voiced = np.zeros(len(energy), bool)
         voiced[: len(flags) * PER_VAD_FRAME] = np.repeat(np.array(flags, dtype=bool), PER_VAD_FRAME)
         speech = np.array([self._decide(v, e) for v, e in zip(voiced, energy, strict=True)], bool)
