@@ -9,7 +9,7 @@ import contextlib
 import io
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ import soundfile as sf
 import torch
 
 from asr.cli import main
+from asr.features import FeatureConfig
+from asr.model import ModelConfig, Recogniser
 from asr.segmenter import SegmenterConfig
 from asr.stream import StreamingRecognizer, StreamResult
 from asr.stream.endpoint import StreamingVad
@@ -357,6 +359,27 @@ def test_incremental_end_to_end_with_a_left_to_right_checkpoint(left_to_right):
         frames = log_probs[frames_of(result, fs)]
         (rec,) = offline.decode_log_probs(frames[None], torch.tensor([len(frames)]))
         assert result.text == rec.text
+
+
+@pytest.mark.parametrize(
+    ("bidirectional", "normalize_level", "mode"),
+    [(True, False, "redecode"), (False, True, "redecode"), (False, False, "incremental")],
+)
+def test_the_mode_is_what_the_model_allows(bidirectional, normalize_level, mode):
+    # a whole utterance's level cannot be known while it is spoken: such a model re-decodes
+    features = FeatureConfig(sample_rate=RATE, n_mels=8, normalize_level=normalize_level)
+    cfg = ModelConfig(
+        n_mels=8, vocab_size=4, conv_channels=0, subsample=1, hidden_size=8, num_layers=1
+    )
+    model = Recogniser(features, replace(cfg, bidirectional=bidirectional))
+    transcriber = Transcriber(model, CharTokenizer(" ab"))
+    recognizer = StreamingRecognizer.for_transcriber(transcriber)
+    assert recognizer.mode == mode
+    assert recognizer.new_stream().mode == mode
+    audio = spoken_stream(["ab", "ba"])
+    finals, _ = run(recognizer, audio, 0.1)
+    for result in finals:  # (a random model: the text is whatever it says)
+        assert 0 <= result.start < result.end <= len(audio) / RATE + 0.02
 
 
 def stream_cli(checkpoint: Path, args: list[str], stdin: bytes, monkeypatch) -> list[str]:

@@ -342,10 +342,14 @@ class _Incremental:
 
 
 def _encoder_for(transcriber: Transcriber, name: str) -> FrameEncoder | None:
-    """A StreamingEncoder over the transcriber's own model when it is left-to-right (None for
-    a bidirectional or exported model: those stream by re-decoding)."""
+    """A StreamingEncoder over the transcriber's own model when it can stream frame by frame:
+    left-to-right, with features that need no whole utterance. None for the others (a
+    bidirectional or exported model, or one that scales each utterance by its whole level):
+    they stream by re-decoding."""
     model = transcriber.model
     if not isinstance(model, Recogniser) or model.acoustic.cfg.bidirectional:
+        return None
+    if not model.features.cfg.streamable:
         return None
     from asr.stream.encoder import StreamingEncoder
 
@@ -422,8 +426,9 @@ class StreamingRecognizer:
         decoder_options: dict | None = None,
     ) -> StreamingRecognizer:
         """A checkpoint's (or exported .onnx model's) recognizer: "incremental" for a
-        unidirectional checkpoint, "redecode" otherwise; beam search for the finals with an LM
-        and/or lexicon (`decoder_options` as Transcriber.from_state takes them)."""
+        left-to-right checkpoint with streamable features, "redecode" otherwise; beam search
+        for the finals with an LM and/or lexicon (`decoder_options` as Transcriber.from_state
+        takes them)."""
         from asr.checkpoint import load_checkpoint
 
         settings = {
@@ -441,12 +446,17 @@ class StreamingRecognizer:
         transcriber = Transcriber.from_state(state, device, lm, lexicon, decoder_options)
         return cls(transcriber, _encoder_for(transcriber, str(model_path)), **settings)
 
+    @classmethod
+    def for_transcriber(cls, transcriber: Transcriber, **settings) -> StreamingRecognizer:
+        """A recognizer over a loaded Transcriber's model and decoder (shared, not copied), in
+        the mode its model allows: "incremental" for a left-to-right model with streamable
+        features, "redecode" otherwise. `settings`: __init__'s keyword arguments."""
+        return cls(transcriber, _encoder_for(transcriber, ""), **settings)
+
     def new_stream(self) -> StreamingRecognizer:
         """A recognizer for another stream with this one's settings, sharing its model and
         decoder (their weights are not copied)."""
-        return StreamingRecognizer(
-            self.transcriber, _encoder_for(self.transcriber, ""), **self._settings
-        )
+        return self.for_transcriber(self.transcriber, **self._settings)
 
     def accept_waveform(self, samples: np.ndarray) -> bool:
         """(S,) float32 (or int16) mono samples at `sample_rate` -> True when a final is ready."""
