@@ -13,7 +13,11 @@ import contextlib
 import io
 import json
 import logging
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +42,7 @@ from asr.serve.service import TranscriptionService
 from asr.serve.stream_ws import StreamHub, _HideKeys
 from asr.stream import StreamResult, StreamWord
 from tests.conftest import make_tone_corpus, tiny_overrides
-from tests.serve_fixtures import ServeProcess, TinyModel, offline, tiny_model
+from tests.serve_fixtures import ROOT, ServeProcess, TinyModel, offline, tiny_model
 
 
 @dataclass
@@ -520,3 +524,30 @@ def test_the_page_s_live_mode_in_chromium(left_to_right_server, left_to_right, t
         driver.save_screenshot(str(tmp_path / "live.png"))
     finally:
         driver.quit()
+
+
+def test_the_latency_benchmark_reports_every_figure(left_to_right, tmp_path):
+    """bench/stream_latency.py --small with the left-to-right model, on tone utterances laid
+    out as AN4's test set: each level's word lags and finals, the algorithmic latency of the
+    incremental mode, and a server that drained and exited 0."""
+    speaker = tmp_path / "an4" / "wav" / "an4test_clstk" / "tones"
+    speaker.mkdir(parents=True)
+    for i in (0, 1, 3):
+        shutil.copy(left_to_right.parents[1] / "tones" / f"utt0_{i}.wav", speaker)
+    out = tmp_path / "latency.json"
+    command = [sys.executable, "bench/stream_latency.py", "--small", "--model", str(left_to_right)]
+    command += ["--an4", str(tmp_path / "an4"), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["audio"] == "AN4 test (2 utterances)" and report["server_exit_status"] == 0
+    design = report["algorithmic"]
+    assert design["mode"] == "incremental" and design["lookahead_s"] > 0
+    assert design["word_at_most_s"] == pytest.approx(0.1 + 0.01 + design["lookahead_s"], abs=1e-3)
+    assert [row["streams"] for row in report["levels"]] == [1, 2]
+    for row in report["levels"]:
+        assert row["words_matched"] >= 1 and row["finals_at_pauses"] >= row["streams"]
+        assert row["word_lag"]["p95_s"] >= row["word_lag"]["p50_s"]
+        assert row["server_cpu_s_per_audio_s"] > 0
+    assert "end of speech->final" in run.stdout
