@@ -455,3 +455,10 @@ def test_stream_cli_resamples_other_rates_and_plays_files(checkpoint, tmp_path, 
 def test_stream_cli_refuses_what_it_cannot_do(checkpoint, args, message, capsys):
     assert main(["transcribe", "--model", str(checkpoint), "--stream", *args]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_transcribe_without_stream_still_needs_files(checkpoint, capsys):
+    assert main(["transcribe", "--model", str(checkpoint)]) == 1
+    assert "--stream to read PCM from stdin" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(checkpoint), "--rate", "8000", "a.wav"]) == 1
+    assert "--rate is for raw PCM on stdin" in capsys.readouterr().err
