@@ -74,6 +74,25 @@ class FrameAnalysis:
     duration: float  # seconds of audio in the file
 
 
+def log_energy(samples: np.ndarray, frame: int) -> np.ndarray:
+    """(n * frame,) samples -> (n,) float32 log10 mean square of each `frame` samples.
+
+    >>> log_energy(np.full(160, 0.1, np.float32), 80).round(3).tolist()
+    [-2.0, -2.0]
+    """
+    frames = samples.reshape(-1, frame)  # (n, frame)
+    return np.log10(np.mean(frames**2, axis=1) + 1e-10).astype(np.float32)
+
+
+def vad_decisions(vad, samples: np.ndarray, rate: int = VAD_RATE) -> np.ndarray:
+    """(n * 30 ms,) float samples in [-1, 1] at `rate` (8/16/32/48 kHz) -> (3n,) bool: each
+    30 ms WebRTC VAD decision repeated for its three 10 ms frames."""
+    step = 2 * VAD_FRAME * rate // VAD_RATE  # bytes per 30 ms of 16-bit PCM
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+    flags = [vad.is_speech(pcm[i : i + step], rate) for i in range(0, len(pcm), step)]
+    return np.repeat(np.array(flags, dtype=bool), PER_VAD_FRAME)
+
+
 def analyse(path: str | Path, cfg: SegmenterConfig) -> FrameAnalysis:
     """Stream the file once: the VAD decision and the log energy of every 10 ms frame.
 
@@ -92,15 +111,11 @@ def analyse(path: str | Path, cfg: SegmenterConfig) -> FrameAnalysis:
         usable = len(samples) // VAD_FRAME * VAD_FRAME
         carry = samples[usable:]
         if usable:
-            frames = samples[:usable].reshape(-1, ENERGY_FRAME)  # (F, 80)
-            energy.append(np.log10(np.mean(frames**2, axis=1) + 1e-10).astype(np.float32))
-            pcm = (np.clip(samples[:usable], -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-            step = 2 * VAD_FRAME  # bytes per VAD frame
-            flags = [vad.is_speech(pcm[i : i + step], VAD_RATE) for i in range(0, len(pcm), step)]
-            speech.append(np.repeat(np.array(flags, dtype=bool), PER_VAD_FRAME))
+            energy.append(log_energy(samples[:usable], ENERGY_FRAME))
+            speech.append(vad_decisions(vad, samples[:usable]))
     if len(carry) >= ENERGY_FRAME:  # the tail shorter than one VAD frame: energy only
-        tail = carry[: len(carry) // ENERGY_FRAME * ENERGY_FRAME].reshape(-1, ENERGY_FRAME)
-        energy.append(np.log10(np.mean(tail**2, axis=1) + 1e-10).astype(np.float32))
+        tail = log_energy(carry[: len(carry) // ENERGY_FRAME * ENERGY_FRAME], ENERGY_FRAME)
+        energy.append(tail)
         speech.append(np.zeros(len(tail), dtype=bool))
     return FrameAnalysis(
         speech=np.concatenate(speech) if speech else np.zeros(0, bool),

@@ -25,7 +25,9 @@ from asr.segmenter import (
     PER_VAD_FRAME,
     VAD_RATE,
     SegmenterConfig,
+    log_energy,
     split_at_quietest,
+    vad_decisions,
 )
 
 FLOOR_CHUNK = 100  # frames (1 s) per noise-floor percentile, as asr.segmenter.noise_floor
@@ -89,16 +91,11 @@ class StreamingVad:
         self._carry = samples[usable:]
         if usable == 0:
             return np.zeros(0, bool), np.zeros(0, np.float32)
-        frames = samples[:usable].reshape(-1, self.energy_frame)  # (F, 10 ms)
-        energy = np.log10(np.mean(frames**2, axis=1) + 1e-10).astype(np.float32)
+        energy = log_energy(samples[:usable], self.energy_frame)  # (F,) per 10 ms
         whole = usable // self.vad_frame * self.vad_frame
-        pcm = (np.clip(samples[:whole], -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-        step = 2 * self.vad_frame  # bytes per VAD frame
-        flags = [
-            self._vad.is_speech(pcm[i : i + step], self.rate) for i in range(0, len(pcm), step)
-        ]
+        flags = vad_decisions(self._vad, samples[:whole], self.rate)  # (F',) F' <= F
         voiced = np.zeros(len(energy), bool)
-        voiced[: len(flags) * PER_VAD_FRAME] = np.repeat(np.array(flags, dtype=bool), PER_VAD_FRAME)
+        voiced[: len(flags)] = flags
         speech = np.array([self._decide(v, e) for v, e in zip(voiced, energy, strict=True)], bool)
         return speech, energy
 
