@@ -4,22 +4,28 @@
 
 Starts `asr serve` in a child process on 127.0.0.1 and plays AN4 test utterances (from --an4,
 default $ASR_DATA/an4 or ../shared/data/an4; without AN4, synthetic tone bursts) through
-/v1/stream at real-time pace: each stream is --utterances utterances with --pause seconds of
-quiet between them, sent in --chunk-ms blocks, each block when the audio in it would have been
-heard. With 1 and 8 streams at once (--streams) it measures:
-- word lag: from the end of a word in the audio (its time in the offline transcript of its
-  utterance, `asr transcribe`'s word timing) to the reply in which the word first appears
+/v1/stream at real-time pace: each stream is --utterances utterances, each followed by --pause
+seconds of noise at its own noise floor, sent in --chunk-ms blocks, each block when the audio
+in it would have been heard. With 1 and 8 streams at once (--streams) it measures:
+- word lag: from the end of a word in the audio (its time in the offline transcript,
+  `asr transcribe`'s word timing: of the stream's whole audio for a left-to-right model, whose
+  streamed log-probs are the offline ones; of each utterance alone for a bidirectional one,
+  whose finals decode one segment each) to the reply in which the word first appears
   (partial or result; words matched to the offline ones in order), p50 and p95;
-- end of speech to final: from the end of a result's last word to the reply carrying the
-  result (results found at the pauses, not at the eof), p50 and p95;
+- end of speech to final: from the end of an utterance's speech (its last 10 ms frame within
+  30 dB of its loudest) to the first reply after it that carries a result (found in the pause
+  that follows, not at the eof), p50 and p95;
 - real-time factor: the server's CPU seconds per second of audio streamed, and one stream's
   wall seconds per audio second when sent as fast as the server answers.
 Beside them it prints the algorithmic latency: the block, the frame and the model's lookahead
 (a left-to-right model; a bidirectional one re-decodes the open segment every half second
 instead) for words, plus the endpoint silence for finals. A left-to-right model
 (model.bidirectional: false) gives incremental partials; a bidirectional one streams by
-re-decoding. `--small` is a smoke run in seconds. Prints a table and one JSON line; --out
-writes the JSON to a file too.
+re-decoding. Without --model, an untrained left-to-right model of the AN4 recipe's size (the
+recipe's config with bidirectional false, 2 lookahead frames and a 3-second running level) is
+built: the timing is the architecture's, its words mean nothing (they are matched against its
+own offline output). `--small` is a smoke run in seconds. Prints a table and one JSON line;
+--out writes the JSON to a file too.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -47,23 +53,42 @@ import torch
 import websockets
 
 from asr.audio import to_mono_resampled
+from asr.checkpoint import save_checkpoint
+from asr.config import load_config
 from asr.model import Recogniser
 from asr.stream import StreamingRecognizer
 from asr.stream.encoder import StreamingEncoder
+from asr.tokenizers import CharTokenizer
 from asr.transcribe import Transcriber
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+UNTRAINED = ["model.bidirectional=false", "model.lookahead_frames=2", "features.level_window_s=3.0"]
 
 
 def default_an4() -> Path:
     return Path(os.environ.get("ASR_DATA") or ROOT.parent / "shared" / "data") / "an4"
 
 
-@dataclass
-class Utterance:
-    audio: np.ndarray  # (S,) float32 at `rate`
-    rate: int
-    words: list[tuple[str, float]]  # offline transcript: (word, end second)
+def untrained_checkpoint(path: Path, small: bool) -> Path:
+    """An untrained left-to-right recogniser of AN4's characters: the AN4 recipe's size with
+    UNTRAINED's changes, or (small) one GRU layer of 16 units."""
+    torch.manual_seed(0)
+    overrides = [*UNTRAINED]
+    if small:
+        overrides += ["model.hidden_size=16", "model.num_layers=1", "model.conv_channels=8"]
+    cfg = load_config(ROOT / "recipes" / "an4" / "config.yaml", overrides)
+    tokenizer = CharTokenizer.from_texts(["abcdefghijklmnopqrstuvwxyz '"])
+    model_cfg = replace(cfg.model, n_mels=cfg.features.n_mels, vocab_size=tokenizer.vocab_size)
+    model = Recogniser(cfg.features, model_cfg).eval()
+    state = {
+        "config": {"features": asdict(cfg.features), "model": asdict(model_cfg)},
+        "tokenizer": tokenizer.state_dict(),
+        "model": model.state_dict(),
+    }
+    save_checkpoint(path, state)
+    return path
 
 
 @dataclass
@@ -73,6 +98,7 @@ class Session:
     audio: np.ndarray  # (S,) float32
     rate: int
     words: list[tuple[str, float]]  # (word, end second from the session's start)
+    speech: list[tuple[float, float]]  # each utterance's (start, end of speech), seconds
 
     @property
     def seconds(self) -> float:
@@ -88,7 +114,7 @@ def source_audio(an4: Path, count: int, rng: np.random.Generator) -> tuple[list,
         rates = {rate for _, rate in waves}
         if len(rates) != 1:
             raise SystemExit(f"{an4}: test utterances at several rates {sorted(rates)}")
-        return [w for w, _ in waves], rates.pop(), f"AN4 test ({len(files)} utterances)"
+        return [w for w, _ in waves], rates.pop(), f"AN4 test: {len(files)} utterances of {an4}"
     rate, utterances = 16000, []
     for _ in range(count):
         bursts = [np.zeros(int(0.2 * rate), np.float32)]
@@ -102,29 +128,65 @@ def source_audio(an4: Path, count: int, rng: np.random.Generator) -> tuple[list,
     return utterances, rate, "synthetic tone bursts"
 
 
-def offline_words(transcriber: Transcriber, audio: list[np.ndarray], rate: int) -> list:
-    """Each utterance's words as `asr transcribe` times them: [(word, end second)]."""
-    out = []
-    for wav in audio:
-        x = to_mono_resampled(wav, rate, transcriber.sample_rate)
-        (rec,) = transcriber.recognise_batch(x[None], torch.tensor([len(x)]), timestamps=True)
-        out.append([(w.word, w.end) for w in rec.words or []])
-    return out
+def offline_words(transcriber: Transcriber, wav: np.ndarray, rate: int) -> list:
+    """The audio's words as `asr transcribe` times them: [(word, end second)]."""
+    x = to_mono_resampled(wav, rate, transcriber.sample_rate)
+    (rec,) = transcriber.recognise_batch(x[None], torch.tensor([len(x)]), timestamps=True)
+    return [(w.word, w.end) for w in rec.words or []]
 
 
-def sessions(utterances: list[Utterance], streams: int, each: int, pause: float, rng) -> list:
+def frame_power(wav: np.ndarray, rate: int) -> np.ndarray:
+    """Mean square of each 10 ms frame."""
+    hop = rate // 100
+    return (wav[: len(wav) // hop * hop].reshape(-1, hop).astype(np.float64) ** 2).mean(axis=1)
+
+
+def speech_end(wav: np.ndarray, rate: int) -> float:
+    """Seconds to the end of the last 10 ms frame within 30 dB of the loudest one.
+
+    >>> speech_end(np.r_[np.ones(800), np.zeros(1600)].astype(np.float32), 8000)
+    0.1
+    """
+    power = frame_power(wav, rate)
+    loud = np.flatnonzero(power >= power.max() * 1e-3)
+    return float((loud[-1] + 1) * rate // 100 / rate) if len(loud) else 0.0
+
+
+def noise_floor(wav: np.ndarray, rate: int) -> float:
+    """RMS of the recording's quiet: its quietest tenth of 10 ms frames."""
+    return float(np.sqrt(np.percentile(frame_power(wav, rate), 10)))
+
+
+def sessions(
+    transcriber: Transcriber,
+    audio: list[np.ndarray],
+    rate: int,
+    streams: int,
+    each: int,
+    pause: float,
+    rng: np.random.Generator,
+    whole: bool,
+) -> list[Session]:
     """`streams` sessions of `each` utterances (taken in turn), each followed by `pause`
-    seconds of quiet noise."""
+    seconds of noise at the utterance's own noise floor, with the offline words of the `whole`
+    session or of each utterance alone."""
     out = []
     for s in range(streams):
-        parts, words, offset = [], [], 0.0
+        parts, words, speech, offset = [], [], [], 0.0
         for k in range(each):
-            utt = utterances[(s * each + k) % len(utterances)]
-            quiet = 0.001 * rng.standard_normal(int(pause * utt.rate))
-            parts += [utt.audio, quiet.astype(np.float32)]
-            words += [(w, end + offset) for w, end in utt.words]
-            offset += (len(utt.audio) + len(quiet)) / utt.rate
-        out.append(Session(np.concatenate(parts), utterances[0].rate, words))
+            utterance = audio[(s * each + k) % len(audio)]
+            level = max(noise_floor(utterance, rate), 1e-4)
+            quiet = (level * rng.standard_normal(int(pause * rate))).astype(np.float32)
+            parts += [utterance, quiet]
+            speech.append((offset, offset + speech_end(utterance, rate)))
+            if not whole:
+                words += [
+                    (w, end + offset) for w, end in offline_words(transcriber, utterance, rate)
+                ]
+            offset += (len(utterance) + len(quiet)) / rate
+        wav = np.concatenate(parts)
+        reference = offline_words(transcriber, wav, rate) if whole else words
+        out.append(Session(wav, rate, reference, speech))
     return out
 
 
@@ -150,7 +212,7 @@ async def play(url: str, session: Session, chunk_s: float, paced: bool = True) -
     blocks = [data[i : i + step] for i in range(0, len(data), step)]
     reference = [w for w, _ in session.words]
     seen: dict[int, float] = {}
-    final_lags: list[float] = []
+    result_times: list[float] = []  # replies with a result, before the eof
     confirmed: list[str] = []
     loop = asyncio.get_running_loop()
     async with websockets.connect(url + "/v1/stream", max_size=None) as ws:
@@ -174,8 +236,8 @@ async def play(url: str, session: Session, chunk_s: float, paced: bool = True) -
             else:
                 confirmed += reply["text"].split()
                 hypothesis = confirmed
-                if j < len(blocks) and reply.get("result"):
-                    final_lags.append(now - reply["result"][-1]["end"])
+                if j < len(blocks) and reply["text"]:
+                    result_times.append(now)
             # only words that have been heard (a short word also said later must not match)
             heard = min(len(blocks), j + 1) * step / 2 / session.rate
             spoken = sum(end <= heard + 0.3 for _, end in session.words)
@@ -183,6 +245,12 @@ async def play(url: str, session: Session, chunk_s: float, paced: bool = True) -
                 seen.setdefault(i, now)
         await sender
         wall = loop.time() - start
+    final_lags = []
+    for k, (_, end) in enumerate(session.speech):
+        before = session.speech[k + 1][0] if k + 1 < len(session.speech) else session.seconds
+        after = [t for t in result_times if end < t <= before]  # in the pause after it
+        if after:
+            final_lags.append(after[0] - end)
     return {
         "word_lags": [t - session.words[i][1] for i, t in seen.items()],
         "words": len(reference),
@@ -220,6 +288,7 @@ async def level(url: str, pid: int, plays: list[Session], chunk_s: float) -> dic
         "words": sum(r["words"] for r in runs),
         "words_matched": len(lags),
         "word_lag": percentiles(lags),
+        "utterances": sum(len(s.speech) for s in plays),
         "finals_at_pauses": sum(len(r["final_lags"]) for r in runs),
         "speech_end_to_final": percentiles([x for r in runs for x in r["final_lags"]]),
         "server_cpu_s_per_audio_s": round(cpu / audio, 3),
@@ -284,7 +353,9 @@ class Server:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="checkpoint to serve")
+    parser.add_argument(
+        "--model", type=Path, help="checkpoint (default: an untrained AN4-sized left-to-right one)"
+    )
     parser.add_argument("--lm", type=Path, help="LM for the finals (beam search)")
     parser.add_argument(
         "--an4", type=Path, default=default_an4(), help="AN4 folder (wav/an4test_clstk)"
@@ -305,37 +376,30 @@ def main() -> None:
     chunk_s = args.chunk_ms / 1000
     count = max(levels) * args.utterances
     audio, rate, source = source_audio(args.an4, count, rng)
-    transcriber = Transcriber.from_checkpoint(args.model, device="cpu", lm=args.lm)
-    utterances = [
-        Utterance(wav, rate, words)
-        for wav, words in zip(audio, offline_words(transcriber, audio, rate), strict=True)
-    ]
-    design = algorithmic(transcriber, chunk_s, args.endpoint_seconds)
     extra = ["--device", "cpu", "--max-streams", str(max(levels))]
     extra += ["--stream-endpoint-seconds", str(args.endpoint_seconds)]
     if args.lm:
         extra += ["--lm", str(args.lm)]
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        server = Server(args.model, Path(tmp) / "serve.log", extra)
+        model = args.model or untrained_checkpoint(Path(tmp) / "untrained.pt", args.small)
+        transcriber = Transcriber.from_checkpoint(model, device="cpu", lm=args.lm)
+        design = algorithmic(transcriber, chunk_s, args.endpoint_seconds)
+        whole = design["mode"] == "incremental"
+        plays = {
+            n: sessions(transcriber, audio, rate, n, args.utterances, args.pause, rng, whole)
+            for n in {1, *levels}
+        }
+        server = Server(model, Path(tmp) / "serve.log", extra)
         try:
             pid = server.process.pid
-            first = sessions(utterances, 1, args.utterances, args.pause, rng)[0]
+            first = plays[1][0]
             fast = asyncio.run(play(server.url, first, chunk_s, paced=False))  # also a warm-up
-            results = [
-                asyncio.run(
-                    level(
-                        server.url,
-                        pid,
-                        sessions(utterances, n, args.utterances, args.pause, rng),
-                        chunk_s,
-                    )
-                )
-                for n in levels
-            ]
+            results = [asyncio.run(level(server.url, pid, plays[n], chunk_s)) for n in levels]
         finally:
             code = server.stop()
+    name = str(args.model or f"untrained AN4-recipe size, {' '.join(UNTRAINED)}")
     report = {
-        "model": str(args.model),
+        "model": name,
         "audio": source,
         "chunk_ms": args.chunk_ms,
         "algorithmic": design,
@@ -343,7 +407,7 @@ def main() -> None:
         "one_stream_unpaced_wall_s_per_audio_s": round(fast["wall_s"] / first.seconds, 3),
         "server_exit_status": code,
     }
-    print(f"audio: {source}; model: {args.model} ({design['mode']})")
+    print(f"audio: {source}; model: {name} ({design['mode']})")
     redecode = design["redecode_interval_s"]
     print(
         f"algorithmic: a word within {design['word_at_most_s']} s of its end (block "
