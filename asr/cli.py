@@ -984,7 +984,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a model: OpenAI's transcription API over HTTP, Wyoming, and a web page",
         description="Serve a model over HTTP (POST /v1/audio/transcriptions as OpenAI's API, "
-        "GET /v1/models, GET /health, the page at /) and/or Home Assistant's Wyoming protocol. "
+        "GET /v1/models, GET /health, the page at /, live transcription over a WebSocket at "
+        "/v1/stream and / in Vosk's protocol) and/or Home Assistant's Wyoming protocol. "
         "Needs the serve extra: pip install 'rnn-asr[serve]'.",
     )
     p.add_argument(

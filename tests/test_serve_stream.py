@@ -552,3 +552,11 @@ def test_the_latency_benchmark_reports_every_figure(left_to_right, tmp_path):
         assert row["word_lag"]["p95_s"] >= row["word_lag"]["p50_s"]
         assert row["server_cpu_s_per_audio_s"] > 0
     assert "end of speech->final" in run.stdout
+
+
+@pytest.mark.parametrize("flag", ["--stream-idle-seconds", "--stream-endpoint-seconds"])
+def test_serve_refuses_stream_seconds_that_are_not_positive(flag, tmp_path, capsys):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"")
+    assert main(["serve", "--model", str(model), flag, "0"]) != 0
+    assert f"{flag} must be more than 0, not 0.0" in capsys.readouterr().err
