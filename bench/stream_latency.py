@@ -297,10 +297,9 @@ async def level(url: str, pid: int, plays: list[Session], chunk_s: float) -> dic
 
 def algorithmic(transcriber: Transcriber, chunk_s: float, endpoint_s: float) -> dict:
     """The latency the design adds before a word or a final can be known (seconds)."""
-    model = transcriber.model
     redecode = inspect.signature(StreamingRecognizer).parameters["redecode_interval"].default
-    if isinstance(model, Recogniser) and not model.acoustic.cfg.bidirectional:
-        encoder = StreamingEncoder(model)
+    if StreamingRecognizer.for_transcriber(transcriber).mode == "incremental":
+        encoder = StreamingEncoder(transcriber.model)
         mode, lookahead, frame = "incremental", encoder.lookahead_seconds, encoder.frame_seconds
         word = chunk_s + frame + lookahead
     else:

@@ -39,7 +39,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asr.serve.config import ServeConfig
 from asr.serve.service import TranscriptionService
-from asr.stream import StreamResult
+from asr.stream import StreamingRecognizer, StreamResult
 from asr.transcribe import Transcriber
 
 log = logging.getLogger(__name__)
@@ -194,20 +194,10 @@ def key_problem(expected: str | None, authorization: str, query_key: str | None)
 
 
 def recognizers_of(transcriber: Transcriber, endpoint_silence: float) -> Callable[[], Recognizer]:
-    """A function that makes a new StreamingRecognizer over `transcriber`'s model (its weights
-    shared by all): incremental for a unidirectional checkpoint, re-decoding otherwise."""
-    from asr.model import Recogniser
-    from asr.stream import StreamingRecognizer
-    from asr.stream.encoder import StreamingEncoder
-
-    model = transcriber.model
-    streamable = isinstance(model, Recogniser) and not model.acoustic.cfg.bidirectional
-
-    def make() -> Recognizer:
-        encoder = StreamingEncoder(model, transcriber.tokenizer) if streamable else None
-        return StreamingRecognizer(transcriber, encoder, endpoint_silence=endpoint_silence)
-
-    return make
+    """A function that makes a new StreamingRecognizer over `transcriber`'s model and decoder
+    (shared by all, not copied), in the mode the model allows (incremental or re-decoding)."""
+    first = StreamingRecognizer.for_transcriber(transcriber, endpoint_silence=endpoint_silence)
+    return first.new_stream
 
 
 class StreamHub:
