@@ -1,10 +1,10 @@
 """What a user reads stays free of development history, and the README's links hold.
 
-History words are the ones that only mean something to whoever built the toolkit: "session N",
-"issue N" of this project's own tracker, "helper", "CEO", a machine named by whose it is
-("this project's machine") or how it was had ("lent"), "the issue's target". A user reads
-figures, commands and hardware named by what it is ("2-core AMD EPYC CPU, no GPU"); how the
-figures came about belongs in commit messages.
+History words only mean something to whoever built the toolkit: numbered work periods, this
+project's own tracker numbers, the people or agents who did the work, a machine named by whose
+it is or how it was obtained, a target quoted from the tracker (HISTORY below lists the
+patterns). A user reads figures, commands and hardware named by what it is ("2-core AMD EPYC
+CPU, no GPU"); how the figures came about belongs in commit messages.
 
 Decisions the patterns encode:
 - "issue N" is allowed as a citation of another project, when the project's name comes right
@@ -16,8 +16,8 @@ Decisions the patterns encode:
   does (STYLE.md: names say what things are). Identifiers such as `_helper` or `helper_fn`
   are not whole words and are not matched; the code itself is not scanned, only its comments,
   docstrings and test names.
-- "session" alone is fine (an onnxruntime session, a recording session); "session 5",
-  "sessions 11-13", "session-14" and "this session" are not.
+- "session" alone is fine (an onnxruntime session, a recording session); a numbered one, or
+  one placed in time relative to the text, is not.
 
 User-facing files: README.md, docs/**/*.md, recipes/**/RESULTS.md, recipes' configs and
 scripts, and the comments, docstrings and test names of asr/, data_prep/, bench/, tests/.
@@ -63,13 +63,13 @@ OTHER_PROJECTS = {
 }
 
 HISTORY = [
-    ("session N", re.compile(r"\bsessions?[\s-]+\d+", re.IGNORECASE)),
-    ("this session", re.compile(r"\b(?:this|that|last|previous|next|earlier) session\b", re.I)),
+    ("numbered session", re.compile(r"\bsessions?[\s-]+\d+", re.IGNORECASE)),
+    ("relative session", re.compile(r"\b(?:this|that|last|previous|next|earlier) session\b", re.I)),
     ("helper", re.compile(r"\bhelpers?\b", re.IGNORECASE)),
     ("CEO", re.compile(r"\bCEOs?\b")),
     ("lent", re.compile(r"\blent\b", re.IGNORECASE)),
     (
-        "this project's machine",
+        "machine named by its owner",
         re.compile(
             r"\b(?:this|the|our) project's(?:\s+[\w-]+){0,3}?\s+(?:machines?|CPUs?|GPUs?)\b",
             re.IGNORECASE,
@@ -102,7 +102,7 @@ def history_words(text: str) -> list[str]:
     """The kinds of history word in `text`, each once, in order of appearance.
 
     >>> history_words("the demo, since session 9, on this project's 2-core CPU machine")
-    ['session N', "this project's machine"]
+    ['numbered session', 'machine named by its owner']
     >>> history_words("a whisper.cpp issue 1803 citation; an onnxruntime session")
     []
     >>> history_words("the figures of issue 10")
@@ -204,14 +204,16 @@ def offenders(files: list[Path]) -> list[str]:
 
 
 def test_history_words_are_found_and_citations_allowed():
-    assert history_words("AN4, since session 14") == ["session N"]
-    assert history_words("sessions 11-13 and session-9's run") == ["session N"]
-    assert history_words("before this session's sampler changes") == ["this session"]
+    assert history_words("AN4, since session 14") == ["numbered session"]
+    assert history_words("sessions 11-13 and session-9's run") == ["numbered session"]
+    assert history_words("before this session's sampler changes") == ["relative session"]
     assert history_words("Benchmarks of issue 10") == ["issue N"]
     assert history_words("as quoted in issue #698") == ["issue N"]
     assert history_words("both targets of the issue's list") == ["the issue"]
     assert history_words("an H100 lent for 15 minutes") == ["lent"]
-    assert history_words("on this project's shared 2-core machine") == ["this project's machine"]
+    assert history_words("on this project's shared 2-core machine") == [
+        "machine named by its owner"
+    ]
     assert history_words("a helper wrote it") == ["helper"]
     assert history_words("the CEO asked") == ["CEO"]
     # citations of other projects, identifiers and ordinary words stay allowed
