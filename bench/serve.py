@@ -55,16 +55,17 @@ def default_an4() -> Path:
     return Path(os.environ.get("ASR_DATA") or ROOT.parent / "shared" / "data") / "an4"
 
 
-def untrained_checkpoint(path: Path, small: bool) -> Path:
-    """An untrained recogniser of AN4's characters: the AN4 recipe's architecture, or (small)
-    a one-layer GRU of 16 units."""
+def untrained_checkpoint(path: Path, small: bool, overrides: tuple[str, ...] = ()) -> Path:
+    """An untrained recogniser of AN4's characters: the AN4 recipe's architecture with
+    `overrides` (config fields, section.key=value), or (small) a one-layer GRU of 16 units."""
     torch.manual_seed(0)
-    cfg = load_config(ROOT / "recipes" / "an4" / "config.yaml")
+    if small:
+        overrides = (*overrides, "model.hidden_size=16", "model.num_layers=1")
+        overrides = (*overrides, "model.conv_channels=8")
+    cfg = load_config(ROOT / "recipes" / "an4" / "config.yaml", list(overrides))
     tokenizer = CharTokenizer.from_texts(["abcdefghijklmnopqrstuvwxyz '"])
     features = replace(cfg.features, sample_rate=RATE)
     model_cfg = replace(cfg.model, n_mels=features.n_mels, vocab_size=tokenizer.vocab_size)
-    if small:
-        model_cfg = replace(model_cfg, hidden_size=16, num_layers=1, conv_channels=8)
     model = Recogniser(features, model_cfg).eval()
     state = {
         "config": {"features": asdict(features), "model": asdict(model_cfg)},
@@ -131,8 +132,9 @@ class Server:
     """`asr serve` in a child process; output to LOG."""
 
     def __init__(self, model: Path, log: Path, extra: list[str]):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = self.url.rsplit(":", 1)[1]
+        port = str(free_port())
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
         command = [sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", port]
         with log.open("wb") as out:
             self.process = subprocess.Popen(

@@ -32,63 +32,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import difflib
 import inspect
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import soundfile as sf
 import torch
 import websockets
+from serve import Server, default_an4, untrained_checkpoint  # bench/serve.py
 
 from asr.audio import to_mono_resampled
-from asr.checkpoint import save_checkpoint
-from asr.config import load_config
-from asr.model import Recogniser
 from asr.stream import StreamingRecognizer
 from asr.stream.encoder import StreamingEncoder
-from asr.tokenizers import CharTokenizer
 from asr.transcribe import Transcriber
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-UNTRAINED = ["model.bidirectional=false", "model.lookahead_frames=2", "features.level_window_s=3.0"]
-
-
-def default_an4() -> Path:
-    return Path(os.environ.get("ASR_DATA") or ROOT.parent / "shared" / "data") / "an4"
-
-
-def untrained_checkpoint(path: Path, small: bool) -> Path:
-    """An untrained left-to-right recogniser of AN4's characters: the AN4 recipe's size with
-    UNTRAINED's changes, or (small) one GRU layer of 16 units."""
-    torch.manual_seed(0)
-    overrides = [*UNTRAINED]
-    if small:
-        overrides += ["model.hidden_size=16", "model.num_layers=1", "model.conv_channels=8"]
-    cfg = load_config(ROOT / "recipes" / "an4" / "config.yaml", overrides)
-    tokenizer = CharTokenizer.from_texts(["abcdefghijklmnopqrstuvwxyz '"])
-    model_cfg = replace(cfg.model, n_mels=cfg.features.n_mels, vocab_size=tokenizer.vocab_size)
-    model = Recogniser(cfg.features, model_cfg).eval()
-    state = {
-        "config": {"features": asdict(cfg.features), "model": asdict(model_cfg)},
-        "tokenizer": tokenizer.state_dict(),
-        "model": model.state_dict(),
-    }
-    save_checkpoint(path, state)
-    return path
+UNTRAINED = ("model.bidirectional=false", "model.lookahead_frames=2", "features.level_window_s=3.0")
 
 
 @dataclass
@@ -317,39 +283,6 @@ def algorithmic(transcriber: Transcriber, chunk_s: float, endpoint_s: float) -> 
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`asr serve` in a child process; output to LOG."""
-
-    def __init__(self, model: Path, log: Path, extra: list[str]):
-        port = str(free_port())
-        self.url = f"ws://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", port]
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [*command, *extra], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"asr serve exited:\n{log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                if health.status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise SystemExit(f"asr serve was not ready in 120 s:\n{log.read_text()[-2000:]}")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(120)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -380,7 +313,9 @@ def main() -> None:
     if args.lm:
         extra += ["--lm", str(args.lm)]
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        model = args.model or untrained_checkpoint(Path(tmp) / "untrained.pt", args.small)
+        model = args.model or untrained_checkpoint(
+            Path(tmp) / "untrained.pt", args.small, UNTRAINED
+        )
         transcriber = Transcriber.from_checkpoint(model, device="cpu", lm=args.lm)
         design = algorithmic(transcriber, chunk_s, args.endpoint_seconds)
         whole = design["mode"] == "incremental"
@@ -392,8 +327,8 @@ def main() -> None:
         try:
             pid = server.process.pid
             first = plays[1][0]
-            fast = asyncio.run(play(server.url, first, chunk_s, paced=False))  # also a warm-up
-            results = [asyncio.run(level(server.url, pid, plays[n], chunk_s)) for n in levels]
+            fast = asyncio.run(play(server.ws_url, first, chunk_s, paced=False))  # also a warm-up
+            results = [asyncio.run(level(server.ws_url, pid, plays[n], chunk_s)) for n in levels]
         finally:
             code = server.stop()
     name = str(args.model or f"untrained AN4-recipe size, {' '.join(UNTRAINED)}")
