@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -55,14 +56,14 @@ def default_an4() -> Path:
     return Path(os.environ.get("ASR_DATA") or ROOT.parent / "shared" / "data") / "an4"
 
 
-def untrained_checkpoint(path: Path, small: bool, overrides: tuple[str, ...] = ()) -> Path:
-    """An untrained recogniser of AN4's characters: the AN4 recipe's architecture with
-    `overrides` (config fields, section.key=value), or (small) a one-layer GRU of 16 units."""
+def untrained_checkpoint(path: Path, small: bool, config: str = "config.yaml") -> Path:
+    """An untrained recogniser of AN4's characters: the architecture of the AN4 recipe's
+    `config` (a file in recipes/an4/), or (small) that with a one-layer GRU of 16 units."""
     torch.manual_seed(0)
+    overrides = []
     if small:
-        overrides = (*overrides, "model.hidden_size=16", "model.num_layers=1")
-        overrides = (*overrides, "model.conv_channels=8")
-    cfg = load_config(ROOT / "recipes" / "an4" / "config.yaml", list(overrides))
+        overrides = ["model.hidden_size=16", "model.num_layers=1", "model.conv_channels=8"]
+    cfg = load_config(ROOT / "recipes" / "an4" / config, overrides)
     tokenizer = CharTokenizer.from_texts(["abcdefghijklmnopqrstuvwxyz '"])
     features = replace(cfg.features, sample_rate=RATE)
     model_cfg = replace(cfg.model, n_mels=features.n_mels, vocab_size=tokenizer.vocab_size)
@@ -261,6 +262,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="5-second requests per level")
     parser.add_argument("--long-minutes", type=float, default=60.0, help="the long file's length")
     parser.add_argument("--small", action="store_true", help="a smoke run in seconds")
+    parser.add_argument(
+        "--serve-args", default="", help="more `asr serve` options, e.g. '--lanes 1'"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -275,7 +279,8 @@ def main() -> None:
         fives = write_files(folder, utterances, args.requests, 5.0, rng, "five")
         twos = write_files(folder, utterances, 8 if args.small else 20, 2.0, rng, "two")
         long_file = write_long_file(folder / "long.wav", utterances, args.long_minutes, rng)
-        server = Server(model, folder / "serve.log", ["--device", "cpu"])
+        extra = ["--device", "cpu", *shlex.split(args.serve_args)]
+        server = Server(model, folder / "serve.log", extra)
         try:
             transcribe(httpx.Client(base_url=server.url, timeout=60), twos[0])  # warm-up
             load = [load_level(server.url, fives, c, 5.0) for c in levels]
@@ -288,6 +293,7 @@ def main() -> None:
         "model": str(args.model or "untrained AN4-recipe architecture"),
         "audio": source,
         "torch_threads": torch.get_num_threads(),
+        "serve_args": args.serve_args,
         "load": load,
         "batch_command": batch,
         "server_over_batch_at_most_clients": round(

@@ -21,11 +21,11 @@ Beside them it prints the algorithmic latency: the block, the frame and the mode
 (a left-to-right model; a bidirectional one re-decodes the open segment every half second
 instead) for words, plus the endpoint silence for finals. A left-to-right model
 (model.bidirectional: false) gives incremental partials; a bidirectional one streams by
-re-decoding. Without --model, an untrained left-to-right model of the AN4 recipe's size (the
-recipe's config with bidirectional false, 2 lookahead frames and a 3-second running level) is
-built: the timing is the architecture's, its words mean nothing (they are matched against its
-own offline output). `--small` is a smoke run in seconds. Prints a table and one JSON line;
---out writes the JSON to a file too.
+re-decoding. Without --model, an untrained model of the AN4 streaming recipe
+(recipes/an4/config-streaming.yaml: left-to-right, 3 lookahead frames, a 3-second running
+level) is built: the timing is the architecture's, its words mean nothing (they are matched
+against its own offline output). `--small` is a smoke run in seconds. Prints a table and one
+JSON line; --out writes the JSON to a file too.
 """
 
 from __future__ import annotations
@@ -52,9 +52,6 @@ from asr.stream.encoder import StreamingEncoder
 from asr.transcribe import Transcriber
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-UNTRAINED = ("model.bidirectional=false", "model.lookahead_frames=2", "features.level_window_s=3.0")
 
 
 @dataclass
@@ -286,7 +283,7 @@ def algorithmic(transcriber: Transcriber, chunk_s: float, endpoint_s: float) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", type=Path, help="checkpoint (default: an untrained AN4-sized left-to-right one)"
+        "--model", type=Path, help="checkpoint (default: an untrained AN4 streaming-recipe one)"
     )
     parser.add_argument("--lm", type=Path, help="LM for the finals (beam search)")
     parser.add_argument(
@@ -314,7 +311,7 @@ def main() -> None:
         extra += ["--lm", str(args.lm)]
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         model = args.model or untrained_checkpoint(
-            Path(tmp) / "untrained.pt", args.small, UNTRAINED
+            Path(tmp) / "untrained.pt", args.small, "config-streaming.yaml"
         )
         transcriber = Transcriber.from_checkpoint(model, device="cpu", lm=args.lm)
         design = algorithmic(transcriber, chunk_s, args.endpoint_seconds)
@@ -331,7 +328,7 @@ def main() -> None:
             results = [asyncio.run(level(server.ws_url, pid, plays[n], chunk_s)) for n in levels]
         finally:
             code = server.stop()
-    name = str(args.model or f"untrained AN4-recipe size, {' '.join(UNTRAINED)}")
+    name = str(args.model or "untrained, recipes/an4/config-streaming.yaml")
     report = {
         "model": name,
         "audio": source,

@@ -58,3 +58,25 @@ def test_recipe_trains_briefly_and_beats_chance(tmp_path: Path):
         "an406-fcaw-b.wav",
         "an407-fcaw-b.wav",
     ]
+
+
+def test_config_option_trains_the_streaming_recipe_model(tmp_path: Path):
+    """--config recipes/an4/config-streaming.yaml: stages 0-1 train a left-to-right model with
+    the config's lookahead and running level (a few steps of a small one here)."""
+    import torch
+
+    exp = tmp_path / "exp"
+    env = {**os.environ, "ASR": f"{sys.executable} -m asr.cli"}
+    config = ROOT / "recipes/an4/config-streaming.yaml"
+    cmd = ["bash", str(ROOT / "recipes/an4/run.sh"), "--source", str(AN4), "--exp-dir", str(exp)]
+    cmd += ["--config", str(config), "--stop-stage", "1", "--"]
+    cmd += ["train.progress=false", "train.max_minutes=0", "train.max_steps=3"]
+    cmd += ["model.hidden_size=16", "model.num_layers=1", "train.average_last=0"]
+    cmd += ["train.keep_average=false", "data.batch_seconds=10", "train.wave_augment=false"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    saved = torch.load(exp / "best.pt", map_location="cpu", weights_only=True)["config"]
+    assert saved["model"]["bidirectional"] is False
+    assert saved["model"]["lookahead_frames"] == 3
+    assert saved["features"]["level_window_s"] == 3.0
+    assert not (exp / "lm").exists()  # --stop-stage 1

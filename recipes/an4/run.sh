@@ -6,15 +6,17 @@
 # Pronouncing Dictionary's words spelt out) -> transcribe two test files.
 #
 #   bash recipes/an4/run.sh --exp-dir exp/an4 [--source DIR] [--stage N] [--stop-stage N]
-#        [-- section.key=value ...]
+#        [--config FILE] [-- section.key=value ...]
 #
 # Without --source: the copy in $ASR_DATA/an4 when there (ASR_DATA defaults to ../shared/data),
 # else an4_sphere.tar.gz downloaded from CMU into data/an4. `-- model.rnn_type=lstm
 # train.seed=1` and the like change the model or seed; figures are in RESULTS.md. The spelt-word
 # LM needs pocketsphinx's copy of the CMU Pronouncing Dictionary (`pip install -e ".[spell]"`;
-# `make install` has it).
+# `make install` has it). `--config recipes/an4/config-streaming.yaml` trains the left-to-right
+# model that streams (docs/streaming.md).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+recipe_option --config "$recipe_dir/config.yaml"
 parse_options "$@"
 
 # lm-spell needs the CMU Pronouncing Dictionary of pocketsphinx (pip install -e ".[spell]").
@@ -26,7 +28,7 @@ if run_stage 0 "manifests (train, dev = 7 held-out training speakers, test) and 
 fi
 
 if run_stage 1 "train"; then
-  train_or_resume "$recipe_dir/config.yaml" "$data_dir/train.jsonl" "$data_dir/dev.jsonl"
+  train_or_resume "$config" "$data_dir/train.jsonl" "$data_dir/dev.jsonl"
 fi
 
 if run_stage 2 "word LMs (training text; + the dictionary's words; + spelt words), tuned on dev"; then
