@@ -4,17 +4,20 @@ bounded number of requests in flight) and the audio -> pieces -> transcript path
 An uploaded file is read as `asr transcribe` reads it: up to `Transcriber.long_seconds` whole,
 longer ones cut at pauses (asr.segmenter) into segments read one by one; the pieces go through
 the shared `BatchScheduler`, and a long file's words come back with times from its start. For
-the same file and model the text is `asr transcribe`'s.
+the same file and model the text is `asr transcribe`'s. The pause finder runs in a child
+process: its frame-by-frame Python loop (seconds for an hour of audio) would otherwise hold
+this process's interpreter lock while short requests wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import re
 import tempfile
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -91,6 +94,9 @@ class TranscriptionService:
         self.transcriber = transcriber
         self.scheduler: BatchScheduler | None = None
         self.executor = ThreadPoolExecutor(config.prepare_threads, thread_name_prefix="asr-read")
+        # long files' pauses are found in a child process (spawned, not forked: no copy of the
+        # model threads), started by the first long file
+        self.segmenter = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self.in_flight = 0  # requests admitted and not finished (event-loop side only)
         self.draining = False  # shutting down: new requests are refused
         self.load_error: str | None = None
@@ -135,6 +141,7 @@ class TranscriptionService:
         if self.scheduler is not None:
             self.scheduler.stop(self.config.shutdown_seconds)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.segmenter.shutdown(wait=False, cancel_futures=True)
 
     def acquire(self) -> None:
         """Admit one request, or raise 503 (loading, draining, or --max-queue in flight)."""
@@ -187,7 +194,7 @@ class TranscriptionService:
                 spans = [(0.0, duration)]
                 pieces = [Piece(duration, lambda: wav)]
             else:
-                segments = find_segments(path, t.segmenter)
+                segments = self.segmenter.submit(find_segments, path, t.segmenter).result()
                 spans = [(s.start, s.end) for s in segments]
                 pieces = [
                     Piece(
