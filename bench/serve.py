@@ -6,8 +6,9 @@ Starts `asr serve` in a child process on 127.0.0.1 and measures, with HTTP clien
 1. requests per second and p50/p95 latency of 5-second utterances with 1, 4 and 16 concurrent
    clients, and audio seconds transcribed per wall second (`--requests` each);
 2. the same files through the library `asr transcribe` runs (Transcriber.transcribe_files,
-   the model loaded beforehand, in this process once the server is idle): the server's
-   throughput at 16 clients over this one (target: at least 0.8);
+   the model loaded and warmed up, in this process), once before the server starts and once
+   after it stops, so that a drift in the machine's speed hits both sides: the server's
+   throughput at 16 clients over the mean of the two (target: at least 0.8);
 3. p95 latency of 2-second requests sent one after another while a `--long-minutes` file is
    being transcribed, against the same requests on the idle server (target: at most 2x).
 The utterances are AN4 test utterances (from --an4, default $ASR_DATA/an4 or
@@ -193,6 +194,7 @@ def load_level(url: str, files: list[Path], clients: int, seconds_each: float) -
 def batch_throughput(model: Path, files: list[Path], seconds_each: float) -> dict:
     """`asr transcribe`'s library path on the same files, the model loaded first."""
     transcriber = Transcriber.from_checkpoint(model, device="cpu")
+    list(transcriber.transcribe_files(files[:16]))  # warm-up, as the server had its requests
     start = time.perf_counter()
     results = list(transcriber.transcribe_files(files))
     wall = time.perf_counter() - start
@@ -259,7 +261,7 @@ def main() -> None:
         "--an4", type=Path, default=default_an4(), help="AN4 folder (wav/an4test_clstk)"
     )
     parser.add_argument("--clients", default="1,4,16", help="concurrency levels (default 1,4,16)")
-    parser.add_argument("--requests", type=int, default=64, help="5-second requests per level")
+    parser.add_argument("--requests", type=int, default=256, help="5-second requests per level")
     parser.add_argument("--long-minutes", type=float, default=60.0, help="the long file's length")
     parser.add_argument("--small", action="store_true", help="a smoke run in seconds")
     parser.add_argument(
@@ -280,6 +282,7 @@ def main() -> None:
         twos = write_files(folder, utterances, 8 if args.small else 20, 2.0, rng, "two")
         long_file = write_long_file(folder / "long.wav", utterances, args.long_minutes, rng)
         extra = ["--device", "cpu", *shlex.split(args.serve_args)]
+        before = batch_throughput(model, fives, 5.0)
         server = Server(model, folder / "serve.log", extra)
         try:
             transcribe(httpx.Client(base_url=server.url, timeout=60), twos[0])  # warm-up
@@ -287,7 +290,9 @@ def main() -> None:
             hol = head_of_line(server.url, long_file, twos)
         finally:
             code = server.stop()
-        batch = batch_throughput(model, fives, 5.0)
+        after = batch_throughput(model, fives, 5.0)
+    mean = (before["audio_s_per_s"] + after["audio_s_per_s"]) / 2
+    batch = {"before_server": before, "after_server": after, "audio_s_per_s": round(mean, 1)}
     top = load[-1]
     report = {
         "model": str(args.model or "untrained AN4-recipe architecture"),
@@ -310,7 +315,8 @@ def main() -> None:
             f"{row['p95_s']:>6}  {row['audio_s_per_s']:>9}"
         )
     print(
-        f"asr transcribe (library, same files): {batch['audio_s_per_s']} audio s/s; server at "
+        f"asr transcribe (library, same files): {before['audio_s_per_s']} audio s/s before the "
+        f"server, {after['audio_s_per_s']} after, mean {batch['audio_s_per_s']}; server at "
         f"{top['clients']} clients / batch = {report['server_over_batch_at_most_clients']}"
     )
     print(

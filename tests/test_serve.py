@@ -364,6 +364,29 @@ def test_with_two_lanes_a_short_request_is_answered_while_a_long_files_batch_run
     assert [2] in fake.batches  # the short lane ran it alone
 
 
+def test_with_two_lanes_no_batch_mixes_short_files_with_a_long_files_segments():
+    """A lane that carries long files takes a waiting short request into a batch of short
+    pieces only; with one lane the short request shares the next batch (test above)."""
+    fake = CountingModel()
+    scheduler = BatchScheduler(
+        fake, max_batch_size=4, max_batch_seconds=100.0, max_wait=0.0, lanes=2
+    )
+
+    async def batches():
+        scheduler.submit([piece(1, 10.0) for _ in range(6)], timestamps=False)
+        scheduler.submit([piece(2, 2.0)], timestamps=False)
+        scheduler.submit([piece(3, 3.0)], timestamps=False)
+        taken = []
+        with scheduler._cond:  # as a long-file lane takes them (not started: no threads)
+            while jobs := scheduler._eligible(short_only=False):
+                taken.append(
+                    [int(job.pieces[i].load()[0]) for job, i in scheduler._take_batch(jobs)]
+                )
+        return taken
+
+    assert asyncio.run(batches()) == [[2, 3], [1, 1, 1, 1], [1, 1]]
+
+
 def test_batches_keep_to_the_padded_seconds_bound_and_report_unreadable_pieces():
     fake = CountingModel()
     scheduler = BatchScheduler(fake, max_batch_size=8, max_batch_seconds=20.0, max_wait=0.05)

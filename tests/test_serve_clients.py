@@ -305,7 +305,8 @@ def test_the_serve_benchmark_reports_every_figure(tmp_path):
     assert report["audio"] == "synthetic tone bursts" and report["server_exit_status"] == 0
     assert [(r["clients"], r["requests"]) for r in report["load"]] == [(1, 8), (4, 8), (16, 8)]
     assert all(r["p95_s"] >= r["p50_s"] > 0 for r in report["load"])
-    assert report["batch_command"]["files"] == 8
+    batch = report["batch_command"]
+    assert batch["before_server"]["files"] == batch["after_server"]["files"] == 8
     assert report["server_over_batch_at_most_clients"] > 0
     assert report["head_of_line"]["short_requests_idle"] == 8
     assert report["head_of_line"]["long_file_s"] == 60.0

@@ -4,8 +4,9 @@ A request's audio is a list of `Piece`s: a short file whole, or a long file's se
 pauses. `BatchScheduler.submit` queues them as a `Job`. Model threads ("lanes") take batches of
 at most `max_batch_size` pieces and `max_batch_seconds` of padded audio, from the jobs with the
 least audio left first (shortest job first), one piece per job per round. With two or more
-lanes, lane 0 only takes the pieces of one-piece jobs (short files), so a 2-second request never
-waits behind a batch of a 60-minute file's segments: the other lanes carry the long files. A
+lanes, lane 0 only takes the pieces of one-piece jobs (short files), and no batch mixes short
+files with a long file's segments, so a 2-second request never waits behind a batch of a
+60-minute file's segments: the other lanes carry the long files, and short ones too. A
 batch waits at most `max_wait` seconds for more pieces before it runs. Each piece's recognition
 comes back on the event loop as soon as its batch is decoded; the event loop never runs the
 model.
@@ -189,7 +190,13 @@ class BatchScheduler:
 
     def _take_batch(self, jobs: list[Job]) -> list[tuple[Job, int]]:
         """Up to max_batch_size (job, piece index) pairs from `jobs` in their order, one piece
-        per job per round, within max_batch_seconds of padded audio. Call with the lock held."""
+        per job per round, within max_batch_seconds of padded audio. With two or more lanes a
+        batch holds only one-piece jobs or only long files' pieces, whichever the first job is:
+        a short request taken by a long-file lane then runs in a batch of short pieces, not
+        padded to and waiting with a long file's segments. Call with the lock held."""
+        if self.lanes > 1 and jobs:
+            short = len(jobs[0].pieces) == 1
+            jobs = [j for j in jobs if (len(j.pieces) == 1) == short]
         taken: list[tuple[Job, int]] = []
         longest = 0.0
         progressed = True
