@@ -22,7 +22,7 @@ Beside them it prints the algorithmic latency: the block, the frame and the mode
 instead) for words, plus the endpoint silence for finals. A left-to-right model
 (model.bidirectional: false) gives incremental partials; a bidirectional one streams by
 re-decoding. Without --model, an untrained model of the AN4 streaming recipe
-(recipes/an4/config-streaming.yaml: left-to-right, 3 lookahead frames, a 3-second running
+(recipes/an4/config-streaming.yaml: left-to-right 3 x 512 GRU, 3 lookahead frames, a fixed
 level) is built: the timing is the architecture's, its words mean nothing (they are matched
 against its own offline output). `--small` is a smoke run in seconds. Prints a table and one
 JSON line; --out writes the JSON to a file too.

@@ -62,7 +62,7 @@ def test_recipe_trains_briefly_and_beats_chance(tmp_path: Path):
 
 def test_config_option_trains_the_streaming_recipe_model(tmp_path: Path):
     """--config recipes/an4/config-streaming.yaml: stages 0-1 train a left-to-right model with
-    the config's lookahead and running level (a few steps of a small one here)."""
+    the config's lookahead and fixed level (a few steps of a small one here)."""
     import torch
 
     exp = tmp_path / "exp"
@@ -78,5 +78,5 @@ def test_config_option_trains_the_streaming_recipe_model(tmp_path: Path):
     saved = torch.load(exp / "best.pt", map_location="cpu", weights_only=True)["config"]
     assert saved["model"]["bidirectional"] is False
     assert saved["model"]["lookahead_frames"] == 3
-    assert saved["features"]["level_window_s"] == 3.0
+    assert saved["features"]["normalize_level"] is False
     assert not (exp / "lm").exists()  # --stop-stage 1
