@@ -216,6 +216,19 @@ def test_other_bad_fields_are_400(client, model):
     assert_error(client.get(URL), 405, None)
 
 
+def test_a_long_file_is_still_served_after_the_segmenting_process_died(client, long_file):
+    """Long files' pauses are found in a child process; if it dies, the next long file starts
+    another instead of failing."""
+    first = post(client, long_file, response_format="text")
+    assert first.status_code == 200, first.text
+    for process in list(client.service.segmenter._processes.values()):
+        process.kill()
+        process.join(10)
+    again = post(client, long_file, response_format="text")
+    assert again.status_code == 200, again.text
+    assert again.text == first.text
+
+
 def test_uploads_over_the_size_limit_are_413(make_client, model, long_file):
     client = make_client(max_upload_mb=0.5)  # the 45 s file is 0.7 MB, a short one 8 kB
     assert post(client, model.files[0]).status_code == 200

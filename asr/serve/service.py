@@ -18,6 +18,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -96,7 +97,7 @@ class TranscriptionService:
         self.executor = ThreadPoolExecutor(config.prepare_threads, thread_name_prefix="asr-read")
         # long files' pauses are found in a child process (spawned, not forked: no copy of the
         # model threads), started by the first long file
-        self.segmenter = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self.segmenter = self._segmenter_pool()
         self.in_flight = 0  # requests admitted and not finished (event-loop side only)
         self.draining = False  # shutting down: new requests are refused
         self.load_error: str | None = None
@@ -194,7 +195,7 @@ class TranscriptionService:
                 spans = [(0.0, duration)]
                 pieces = [Piece(duration, lambda: wav)]
             else:
-                segments = self.segmenter.submit(find_segments, path, t.segmenter).result()
+                segments = self._segments(path)
                 spans = [(s.start, s.end) for s in segments]
                 pieces = [
                     Piece(
@@ -212,6 +213,21 @@ class TranscriptionService:
         except AudioError as err:
             raise bad_request(self.named(str(err), path, name), "file", "invalid_audio") from None
         return Prepared(name, path, duration, spans, pieces)
+
+    @staticmethod
+    def _segmenter_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def _segments(self, path: Path) -> list:
+        """find_segments in the child process; a child that died (killed, out of memory) is
+        replaced once, so one lost process does not fail every later long file."""
+        cfg = self.transcriber.segmenter
+        try:
+            return self.segmenter.submit(find_segments, path, cfg).result()
+        except BrokenProcessPool:
+            log.warning("the segmenting process died: starting another")
+            self.segmenter = self._segmenter_pool()
+            return self.segmenter.submit(find_segments, path, cfg).result()
 
     @staticmethod
     def named(message: str, path: Path, name: str) -> str:
