@@ -23,7 +23,7 @@ class ServeConfig:
     # threads running the model, each on cores / lanes of torch's threads; with 2 or more, one
     # lane only takes short files, so they never wait behind a long file's batches
     lanes: int = 2
-    prepare_threads: int = 2  # threads that read uploads and find a long file's segments
+    prepare_threads: int = 2  # threads that read uploads (a long file's pauses: a child process)
     shutdown_seconds: float = 30.0  # on SIGTERM, how long requests in flight may still take
     max_streams: int = 16  # live WebSocket streams open at once; more are closed with 1013
     stream_idle_seconds: float = 30.0  # a stream with no message for this long is closed
