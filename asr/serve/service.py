@@ -25,7 +25,7 @@ from pathlib import Path
 
 from asr.align import WordTiming
 from asr.audio import AudioError, audio_duration, load_audio
-from asr.segmenter import find_segments
+from asr.segmenter import Segment, find_segments
 from asr.serve.batching import BatchScheduler, Piece
 from asr.serve.config import ServeConfig
 from asr.serve.errors import ApiError, bad_request, busy, too_large
@@ -218,7 +218,7 @@ class TranscriptionService:
     def _segmenter_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
-    def _segments(self, path: Path) -> list:
+    def _segments(self, path: Path) -> list[Segment]:
         """find_segments in the child process; a child that died (killed, out of memory) is
         replaced once, so one lost process does not fail every later long file."""
         cfg = self.transcriber.segmenter
