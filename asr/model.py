@@ -1,6 +1,6 @@
-"""The acoustic model: optional 2-D conv front-end -> recurrent stack -> optional lookahead
-(row convolution) -> linear -> log-probs. `AcousticStream` runs a left-to-right model over
-features that arrive in pieces."""
+"""The acoustic model: optional 2-D conv front-end -> optional input lookahead (time
+convolution) -> recurrent stack -> optional lookahead (row convolution) -> linear ->
+log-probs. `AcousticStream` runs a left-to-right model over features that arrive in pieces."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ class ModelConfig:
     # Left-to-right models: a row convolution over each output frame and the next K ones,
     # after the recurrent stack (0 = none); it delays a stream's output by K frames
     lookahead_frames: int = 0
+    # Left-to-right models: a time convolution before the recurrent stack, whose frame t is a
+    # learnt linear map of the front-end's frames t .. t + K (0 = none; starts as frame t): the
+    # recurrent layers see K frames of the future. Delays a stream's output by K frames too
+    input_lookahead_frames: int = 0
     dropout: float = 0.2  # between recurrent layers and before the output layer
 
     def __post_init__(self) -> None:
@@ -39,13 +43,14 @@ class ModelConfig:
             raise ValueError(f"subsample must be 1, 2 or 4, not {self.subsample}")
         if self.conv_channels == 0 and self.subsample != 1:
             raise ValueError("subsample > 1 needs the conv front-end (conv_channels > 0)")
-        if self.lookahead_frames < 0:
-            raise ValueError(f"lookahead_frames must be 0 or more, not {self.lookahead_frames}")
-        if self.lookahead_frames and self.bidirectional:
-            raise ValueError(
-                "lookahead_frames needs a left-to-right model (bidirectional: false); a "
-                "bidirectional one already sees the whole utterance"
-            )
+        for name in ("lookahead_frames", "input_lookahead_frames"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
+            if getattr(self, name) and self.bidirectional:
+                raise ValueError(
+                    f"{name} needs a left-to-right model (bidirectional: false); a "
+                    "bidirectional one already sees the whole utterance"
+                )
 
 
 def conv_out_len(lengths: torch.Tensor, stride: int) -> torch.Tensor:
@@ -117,6 +122,7 @@ class Lookahead(nn.Module):
     def __init__(self, channels: int, frames: int):
         super().__init__()
         self.frames = frames
+        self.out_channels = channels
         weight = torch.zeros(channels, 1, frames + 1)  # (C, 1, K + 1): one filter per channel
         weight[:, 0, 0] = 1.0
         self.weight = nn.Parameter(weight)
@@ -126,6 +132,32 @@ class Lookahead(nn.Module):
         if pad:
             x = F.pad(x, (0, self.frames))  # (B, C, T + K)
         return F.conv1d(x, self.weight, groups=self.weight.shape[0]).transpose(1, 2)
+
+
+class InputLookahead(nn.Module):
+    """A time convolution over each frame and the next K: frame t of the output is a learnt
+    linear map of input frames t .. t + K (all channels). Starts as the identity (frame t's
+    weights the identity matrix, the future's zero), so a model starts as one without it.
+
+    forward(x (B, T, C)) -> (B, T, C), frames past T taken as zeros; with pad=False,
+    (B, T, C) -> (B, T - K, C): only frames whose future is in x.
+    """
+
+    def __init__(self, channels: int, frames: int):
+        super().__init__()
+        self.frames = frames
+        self.in_channels = self.out_channels = channels
+        self.conv = nn.Conv1d(channels, channels, kernel_size=frames + 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[:, :, 0] = torch.eye(channels)
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor, pad: bool = True) -> torch.Tensor:
+        x = x.transpose(1, 2)  # (B, C, T)
+        if pad:
+            x = F.pad(x, (0, self.frames))  # (B, C, T + K)
+        return self.conv(x).transpose(1, 2)  # (B, T or T - K, C)
 
 
 class AcousticModel(nn.Module):
@@ -142,6 +174,11 @@ class AcousticModel(nn.Module):
         else:
             self.front = None
             rnn_in = cfg.n_mels
+        self.input_lookahead = (
+            InputLookahead(rnn_in, cfg.input_lookahead_frames)
+            if cfg.input_lookahead_frames
+            else None
+        )
         self.rnn = RNN_TYPES[cfg.rnn_type](
             input_size=rnn_in,
             hidden_size=cfg.hidden_size,
@@ -168,6 +205,12 @@ class AcousticModel(nn.Module):
         x = feats  # (B, T, n_mels)
         if self.front is not None:
             x, lengths = self.front(x, lengths)  # (B, T', C * F')
+        if self.input_lookahead is not None:
+            # Zeros past each length (the front-end's are already): an utterance's frames
+            # read the same future alone or in a batch.
+            frames = torch.arange(x.shape[1], device=x.device)
+            valid = frames[None, :] < lengths.to(x.device)[:, None]  # (B, T')
+            x = self.input_lookahead(x * valid[:, :, None])  # (B, T', C * F')
         if gru_scan.usable(self.rnn, x):  # CPU training: the same GRU, faster (asr/gru_scan.py)
             x = gru_scan.gru_layers(self.rnn, x, lengths)
         else:
@@ -197,8 +240,9 @@ class AcousticStream:
     `accept(..., final=True)` ends the sequence: the last frames, zero-padded on the right as
     the offline model pads an utterance's end. Carried between pieces: each conv block's
     input frames not yet used (its left context, starting with the zero frame of its
-    padding), the recurrent state (h, and c for an LSTM, per layer), and the recurrent
-    outputs that wait for the lookahead's K future frames. No gradients.
+    padding), the front-end frames that wait for the input lookahead's K future frames, the
+    recurrent state (h, and c for an LSTM, per layer), and the recurrent outputs that wait
+    for the lookahead's K future frames. No gradients.
     """
 
     def __init__(self, model: AcousticModel):
@@ -218,6 +262,8 @@ class AcousticStream:
                 channels, freq = block[0].out_channels, (freq - 1) // 2 + 1
         self.state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None
         self.pending = weight.new_zeros(1, 0, self.model.cfg.hidden_size)  # (1, t <= K, H)
+        if self.model.input_lookahead is not None:  # front-end frames: (1, t <= K, C_in)
+            self.input_pending = weight.new_zeros(1, 0, self.model.input_lookahead.in_channels)
 
     @torch.no_grad()
     def accept(self, feats: torch.Tensor, final: bool = False) -> torch.Tensor:
@@ -225,19 +271,34 @@ class AcousticStream:
         x = feats.to(self.pending)[None]  # (1, T, n_mels)
         if self.model.front is not None:
             x = self._front(x, final)  # (1, T', C * F')
+        if self.model.input_lookahead is not None:
+            x, self.input_pending = self._look_ahead(
+                self.model.input_lookahead, self.input_pending, x, final
+            )  # (1, T'', H): the frames whose K future frames are in
         if x.shape[1]:
-            x, self.state = self.model.rnn(x, self.state)  # (1, T', H)
+            x, self.state = self.model.rnn(x, self.state)  # (1, T'', H)
         else:
             x = self.pending[:, :0]  # (1, 0, H)
         if self.model.lookahead is not None:
-            k = self.model.lookahead.frames
-            x = torch.cat((self.pending, x), dim=1)  # (1, t + T', H)
-            if final:
-                x = F.pad(x, (0, 0, 0, k))  # zeros past the end
-            done = max(0, x.shape[1] - k)
-            self.pending = x[:, done:]
-            x = self.model.lookahead(x, pad=False) if done else x[:, :0]  # (1, done, H)
+            x, self.pending = self._look_ahead(self.model.lookahead, self.pending, x, final)
         return self.model.log_probs(x)[0]
+
+    @staticmethod
+    def _look_ahead(
+        module: Lookahead | InputLookahead, pending: torch.Tensor, x: torch.Tensor, final: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A K-frame lookahead over frames that arrive in pieces: (pending (1, t <= K, C)
+        carried from the last call, new frames (1, T, C)) -> (the outputs of the frames whose
+        next K are in (1, n, C_out), the frames still waiting (1, <= K, C)). `final`: zeros
+        past the end."""
+        k = module.frames
+        x = torch.cat((pending, x), dim=1)  # (1, t + T, C)
+        if final:
+            x = F.pad(x, (0, 0, 0, k))  # zeros past the end
+        done = max(0, x.shape[1] - k)
+        if not done:
+            return x.new_zeros(1, 0, module.out_channels), x
+        return module(x, pad=False), x[:, done:]  # (1, done, C_out)
 
     def _front(self, x: torch.Tensor, final: bool) -> torch.Tensor:
         """(1, T, n_mels) -> (1, T', C * F'): the conv outputs whose input frames are in."""
