@@ -1,4 +1,4 @@
-"""The acoustic model: optional 2-D conv front-end -> optional input lookahead (time
+"""The acoustic model: optional 2-D conv front-end -> optional input lookahead (row
 convolution) -> recurrent stack -> optional lookahead (row convolution) -> linear ->
 log-probs. `AcousticStream` runs a left-to-right model over features that arrive in pieces."""
 
@@ -30,9 +30,9 @@ class ModelConfig:
     # Left-to-right models: a row convolution over each output frame and the next K ones,
     # after the recurrent stack (0 = none); it delays a stream's output by K frames
     lookahead_frames: int = 0
-    # Left-to-right models: a time convolution before the recurrent stack, whose frame t is a
-    # learnt linear map of the front-end's frames t .. t + K (0 = none; starts as frame t): the
-    # recurrent layers see K frames of the future. Delays a stream's output by K frames too
+    # Left-to-right models: the same row convolution before the recurrent stack, over each
+    # front-end frame and the next K (0 = none): the recurrent layers see K frames of the
+    # future. It too delays a stream's output by K frames
     input_lookahead_frames: int = 0
     dropout: float = 0.2  # between recurrent layers and before the output layer
 
@@ -134,32 +134,6 @@ class Lookahead(nn.Module):
         return F.conv1d(x, self.weight, groups=self.weight.shape[0]).transpose(1, 2)
 
 
-class InputLookahead(nn.Module):
-    """A time convolution over each frame and the next K: frame t of the output is a learnt
-    linear map of input frames t .. t + K (all channels). Starts as the identity (frame t's
-    weights the identity matrix, the future's zero), so a model starts as one without it.
-
-    forward(x (B, T, C)) -> (B, T, C), frames past T taken as zeros; with pad=False,
-    (B, T, C) -> (B, T - K, C): only frames whose future is in x.
-    """
-
-    def __init__(self, channels: int, frames: int):
-        super().__init__()
-        self.frames = frames
-        self.in_channels = self.out_channels = channels
-        self.conv = nn.Conv1d(channels, channels, kernel_size=frames + 1)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            self.conv.weight[:, :, 0] = torch.eye(channels)
-            self.conv.bias.zero_()
-
-    def forward(self, x: torch.Tensor, pad: bool = True) -> torch.Tensor:
-        x = x.transpose(1, 2)  # (B, C, T)
-        if pad:
-            x = F.pad(x, (0, self.frames))  # (B, C, T + K)
-        return self.conv(x).transpose(1, 2)  # (B, T or T - K, C)
-
-
 class AcousticModel(nn.Module):
     """CTC acoustic model. forward(feats (B, T, n_mels), lengths (B,)) -> (B, T', vocab), (B,)."""
 
@@ -175,9 +149,7 @@ class AcousticModel(nn.Module):
             self.front = None
             rnn_in = cfg.n_mels
         self.input_lookahead = (
-            InputLookahead(rnn_in, cfg.input_lookahead_frames)
-            if cfg.input_lookahead_frames
-            else None
+            Lookahead(rnn_in, cfg.input_lookahead_frames) if cfg.input_lookahead_frames else None
         )
         self.rnn = RNN_TYPES[cfg.rnn_type](
             input_size=rnn_in,
@@ -263,7 +235,7 @@ class AcousticStream:
         self.state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None
         self.pending = weight.new_zeros(1, 0, self.model.cfg.hidden_size)  # (1, t <= K, H)
         if self.model.input_lookahead is not None:  # front-end frames: (1, t <= K, C_in)
-            self.input_pending = weight.new_zeros(1, 0, self.model.input_lookahead.in_channels)
+            self.input_pending = weight.new_zeros(1, 0, self.model.input_lookahead.out_channels)
 
     @torch.no_grad()
     def accept(self, feats: torch.Tensor, final: bool = False) -> torch.Tensor:
@@ -285,7 +257,7 @@ class AcousticStream:
 
     @staticmethod
     def _look_ahead(
-        module: Lookahead | InputLookahead, pending: torch.Tensor, x: torch.Tensor, final: bool
+        module: Lookahead, pending: torch.Tensor, x: torch.Tensor, final: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A K-frame lookahead over frames that arrive in pieces: (pending (1, t <= K, C)
         carried from the last call, new frames (1, T, C)) -> (the outputs of the frames whose

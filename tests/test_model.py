@@ -12,7 +12,6 @@ from asr.features import FeatureConfig
 from asr.model import (
     AcousticModel,
     AcousticStream,
-    InputLookahead,
     Lookahead,
     ModelConfig,
     Recogniser,
@@ -203,30 +202,12 @@ def test_lookahead_mixes_each_frame_with_the_next_k_per_channel():
     assert torch.equal(row(x, pad=False), y[:, :2])  # only the frames whose future is in x
 
 
-def test_input_lookahead_maps_each_frame_and_the_next_k_across_channels():
-    torch.manual_seed(0)
-    conv = InputLookahead(channels=3, frames=2)
-    x = torch.randn(2, 5, 3)  # (B, T, C)
-    torch.testing.assert_close(conv(x), x)  # starts as the identity
-    with torch.no_grad():
-        conv.conv.weight.normal_()
-        conv.conv.bias.normal_()
-    y = conv(x)
-    assert y.shape == (2, 5, 3)
-    w, b = conv.conv.weight, conv.conv.bias  # (C, C, K + 1), (C,)
-    padded = torch.cat((x, torch.zeros(2, 2, 3)), dim=1)  # zeros past the end
-    for t in range(5):
-        expected = b + sum(padded[:, t + k] @ w[:, :, k].T for k in range(3))  # (B, C)
-        torch.testing.assert_close(y[:, t], expected)
-    torch.testing.assert_close(conv(x, pad=False), y[:, :3])  # only frames whose future is in x
-
-
 def test_a_model_with_an_input_lookahead_starts_as_the_model_without():
     torch.manual_seed(0)
     plain = AcousticModel(left_to_right(lookahead_frames=1)).eval()
     model = AcousticModel(left_to_right(lookahead_frames=1, input_lookahead_frames=3)).eval()
     missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
-    assert sorted(missing) == ["input_lookahead.conv.bias", "input_lookahead.conv.weight"]
+    assert missing == ["input_lookahead.weight"]
     assert not unexpected
     feats, lens = padded_feats([30, 21])
     with torch.no_grad():
@@ -243,7 +224,7 @@ def random_lookahead(model: AcousticModel) -> AcousticModel:
         if model.lookahead is not None:
             model.lookahead.weight.normal_()
         if model.input_lookahead is not None:
-            model.input_lookahead.conv.weight.normal_(std=0.3)
+            model.input_lookahead.weight.normal_()
     return model
 
 
@@ -286,9 +267,9 @@ def test_lookahead_weights_are_saved_and_trained():
     model = AcousticModel(left_to_right(lookahead_frames=2, input_lookahead_frames=1))
     assert model.state_dict()["lookahead.weight"].shape == (8, 1, 3)
     front = model.front.out_size
-    assert model.state_dict()["input_lookahead.conv.weight"].shape == (front, front, 2)
+    assert model.state_dict()["input_lookahead.weight"].shape == (front, 1, 2)
     plain = AcousticModel(left_to_right()).state_dict()
-    assert "lookahead.weight" not in plain and "input_lookahead.conv.weight" not in plain
+    assert "lookahead.weight" not in plain and "input_lookahead.weight" not in plain
     feats, lens = padded_feats([30, 21])
     log_probs, out_lens = model(feats, lens)
     targets = torch.tensor([[1, 2, 3], [4, 5, 0]])
@@ -297,7 +278,7 @@ def test_lookahead_weights_are_saved_and_trained():
     )
     loss.backward()
     assert model.lookahead.weight.grad[:, 0, 1:].abs().sum() > 0  # the future frames' weights
-    assert model.input_lookahead.conv.weight.grad[:, :, 1].abs().sum() > 0
+    assert model.input_lookahead.weight.grad[:, 0, 1].abs().sum() > 0
 
 
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
@@ -319,7 +300,7 @@ def test_lookahead_model_under_bf16_autocast(rnn_type):
         log_probs, _ = model(feats, lens)
     log_probs[valid].sum().backward()
     assert model.lookahead.weight.grad.abs().sum() > 0
-    assert model.input_lookahead.conv.weight.grad.abs().sum() > 0
+    assert model.input_lookahead.weight.grad.abs().sum() > 0
 
 
 def stream_log_probs(model: AcousticModel, feats: torch.Tensor, chunk: int) -> torch.Tensor:

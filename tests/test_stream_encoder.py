@@ -78,7 +78,7 @@ def random_model(
         if lookahead:
             model.acoustic.lookahead.weight.normal_()
         if input_lookahead:
-            model.acoustic.input_lookahead.conv.weight.normal_(std=0.3)
+            model.acoustic.input_lookahead.weight.normal_()
     return model.eval()
 
 
