@@ -338,8 +338,6 @@ def describe_run(cfg: ExperimentConfig) -> str:
     rnn = f"{m.num_layers} x {m.hidden_size} {m.rnn_type.upper()}"
     if not m.bidirectional:
         rnn += f" left-to-right, lookahead {m.lookahead_frames}"
-        if m.input_lookahead_frames:
-            rnn += f" + {m.input_lookahead_frames} before the recurrence"
     return (
         f"{rnn} (subsample {m.subsample}), "
         f"{tc.epochs} epochs, lr {tc.lr:g}, batches of {cfg.data.batch_seconds:g} s, "

@@ -1,6 +1,6 @@
-"""The acoustic model: optional 2-D conv front-end -> optional input lookahead (row
-convolution) -> recurrent stack -> optional lookahead (row convolution) -> linear ->
-log-probs. `AcousticStream` runs a left-to-right model over features that arrive in pieces."""
+"""The acoustic model: optional 2-D conv front-end -> recurrent stack -> optional lookahead
+(row convolution) -> linear -> log-probs. `AcousticStream` runs a left-to-right model over
+features that arrive in pieces."""
 
 from __future__ import annotations
 
@@ -30,10 +30,6 @@ class ModelConfig:
     # Left-to-right models: a row convolution over each output frame and the next K ones,
     # after the recurrent stack (0 = none); it delays a stream's output by K frames
     lookahead_frames: int = 0
-    # Left-to-right models: the same row convolution before the recurrent stack, over each
-    # front-end frame and the next K (0 = none): the recurrent layers see K frames of the
-    # future. It too delays a stream's output by K frames
-    input_lookahead_frames: int = 0
     dropout: float = 0.2  # between recurrent layers and before the output layer
 
     def __post_init__(self) -> None:
@@ -43,14 +39,13 @@ class ModelConfig:
             raise ValueError(f"subsample must be 1, 2 or 4, not {self.subsample}")
         if self.conv_channels == 0 and self.subsample != 1:
             raise ValueError("subsample > 1 needs the conv front-end (conv_channels > 0)")
-        for name in ("lookahead_frames", "input_lookahead_frames"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
-            if getattr(self, name) and self.bidirectional:
-                raise ValueError(
-                    f"{name} needs a left-to-right model (bidirectional: false); a "
-                    "bidirectional one already sees the whole utterance"
-                )
+        if self.lookahead_frames < 0:
+            raise ValueError(f"lookahead_frames must be 0 or more, not {self.lookahead_frames}")
+        if self.lookahead_frames and self.bidirectional:
+            raise ValueError(
+                "lookahead_frames needs a left-to-right model (bidirectional: false); a "
+                "bidirectional one already sees the whole utterance"
+            )
 
 
 def conv_out_len(lengths: torch.Tensor, stride: int) -> torch.Tensor:
@@ -122,7 +117,6 @@ class Lookahead(nn.Module):
     def __init__(self, channels: int, frames: int):
         super().__init__()
         self.frames = frames
-        self.out_channels = channels
         weight = torch.zeros(channels, 1, frames + 1)  # (C, 1, K + 1): one filter per channel
         weight[:, 0, 0] = 1.0
         self.weight = nn.Parameter(weight)
@@ -148,9 +142,6 @@ class AcousticModel(nn.Module):
         else:
             self.front = None
             rnn_in = cfg.n_mels
-        self.input_lookahead = (
-            Lookahead(rnn_in, cfg.input_lookahead_frames) if cfg.input_lookahead_frames else None
-        )
         self.rnn = RNN_TYPES[cfg.rnn_type](
             input_size=rnn_in,
             hidden_size=cfg.hidden_size,
@@ -177,12 +168,6 @@ class AcousticModel(nn.Module):
         x = feats  # (B, T, n_mels)
         if self.front is not None:
             x, lengths = self.front(x, lengths)  # (B, T', C * F')
-        if self.input_lookahead is not None:
-            # Zeros past each length (the front-end's are already): an utterance's frames
-            # read the same future alone or in a batch.
-            frames = torch.arange(x.shape[1], device=x.device)
-            valid = frames[None, :] < lengths.to(x.device)[:, None]  # (B, T')
-            x = self.input_lookahead(x * valid[:, :, None])  # (B, T', C * F')
         if gru_scan.usable(self.rnn, x):  # CPU training: the same GRU, faster (asr/gru_scan.py)
             x = gru_scan.gru_layers(self.rnn, x, lengths)
         else:
@@ -212,9 +197,8 @@ class AcousticStream:
     `accept(..., final=True)` ends the sequence: the last frames, zero-padded on the right as
     the offline model pads an utterance's end. Carried between pieces: each conv block's
     input frames not yet used (its left context, starting with the zero frame of its
-    padding), the front-end frames that wait for the input lookahead's K future frames, the
-    recurrent state (h, and c for an LSTM, per layer), and the recurrent outputs that wait
-    for the lookahead's K future frames. No gradients.
+    padding), the recurrent state (h, and c for an LSTM, per layer), and the recurrent
+    outputs that wait for the lookahead's K future frames. No gradients.
     """
 
     def __init__(self, model: AcousticModel):
@@ -234,8 +218,6 @@ class AcousticStream:
                 channels, freq = block[0].out_channels, (freq - 1) // 2 + 1
         self.state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None
         self.pending = weight.new_zeros(1, 0, self.model.cfg.hidden_size)  # (1, t <= K, H)
-        if self.model.input_lookahead is not None:  # front-end frames: (1, t <= K, C_in)
-            self.input_pending = weight.new_zeros(1, 0, self.model.input_lookahead.out_channels)
 
     @torch.no_grad()
     def accept(self, feats: torch.Tensor, final: bool = False) -> torch.Tensor:
@@ -243,34 +225,19 @@ class AcousticStream:
         x = feats.to(self.pending)[None]  # (1, T, n_mels)
         if self.model.front is not None:
             x = self._front(x, final)  # (1, T', C * F')
-        if self.model.input_lookahead is not None:
-            x, self.input_pending = self._look_ahead(
-                self.model.input_lookahead, self.input_pending, x, final
-            )  # (1, T'', H): the frames whose K future frames are in
         if x.shape[1]:
-            x, self.state = self.model.rnn(x, self.state)  # (1, T'', H)
+            x, self.state = self.model.rnn(x, self.state)  # (1, T', H)
         else:
             x = self.pending[:, :0]  # (1, 0, H)
         if self.model.lookahead is not None:
-            x, self.pending = self._look_ahead(self.model.lookahead, self.pending, x, final)
+            k = self.model.lookahead.frames
+            x = torch.cat((self.pending, x), dim=1)  # (1, t + T', H)
+            if final:
+                x = F.pad(x, (0, 0, 0, k))  # zeros past the end
+            done = max(0, x.shape[1] - k)
+            self.pending = x[:, done:]
+            x = self.model.lookahead(x, pad=False) if done else x[:, :0]  # (1, done, H)
         return self.model.log_probs(x)[0]
-
-    @staticmethod
-    def _look_ahead(
-        module: Lookahead, pending: torch.Tensor, x: torch.Tensor, final: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A K-frame lookahead over frames that arrive in pieces: (pending (1, t <= K, C)
-        carried from the last call, new frames (1, T, C)) -> (the outputs of the frames whose
-        next K are in (1, n, C_out), the frames still waiting (1, <= K, C)). `final`: zeros
-        past the end."""
-        k = module.frames
-        x = torch.cat((pending, x), dim=1)  # (1, t + T, C)
-        if final:
-            x = F.pad(x, (0, 0, 0, k))  # zeros past the end
-        done = max(0, x.shape[1] - k)
-        if not done:
-            return x.new_zeros(1, 0, module.out_channels), x
-        return module(x, pad=False), x[:, done:]  # (1, done, C_out)
 
     def _front(self, x: torch.Tensor, final: bool) -> torch.Tensor:
         """(1, T, n_mels) -> (1, T', C * F'): the conv outputs whose input frames are in."""

@@ -40,7 +40,7 @@ def _save_random_model(
 ) -> Recogniser:
     """A randomly initialised recogniser saved as a checkpoint; CMVN statistics from the
     manifest `cmvn_from`, else random. The output layer is scaled up so that greedy decoding
-    gives varied text instead of blanks only; the lookaheads' weights are random too."""
+    gives varied text instead of blanks only; a lookahead's weights are random too."""
     torch.manual_seed(0)
     feature_cfg = feature_cfg or FeatureConfig(sample_rate=SAMPLE_RATE, n_mels=model_cfg.n_mels)
     tokenizer = tokenizer or CharTokenizer.from_texts(TEXTS)
@@ -57,8 +57,6 @@ def _save_random_model(
         model.acoustic.output.weight.mul_(4.0)
         if model.acoustic.lookahead is not None:  # (it starts as the identity)
             model.acoustic.lookahead.weight.normal_()
-        if model.acoustic.input_lookahead is not None:  # (so does this one)
-            model.acoustic.input_lookahead.weight.normal_()
     model.eval()
     state = {
         "config": {"features": asdict(feature_cfg), "model": asdict(model_cfg)},
@@ -94,12 +92,7 @@ SHAPES = {
     ),
     "gru-left-to-right-lookahead-running-level": (
         ModelConfig(
-            n_mels=20,
-            conv_channels=4,
-            subsample=2,
-            bidirectional=False,
-            lookahead_frames=2,
-            input_lookahead_frames=1,
+            n_mels=20, conv_channels=4, subsample=2, bidirectional=False, lookahead_frames=2
         ),
         {"level_window_s": 0.3},
     ),

@@ -9,13 +9,7 @@ import pytest
 import torch
 
 from asr.features import FeatureConfig
-from asr.model import (
-    AcousticModel,
-    AcousticStream,
-    Lookahead,
-    ModelConfig,
-    Recogniser,
-)
+from asr.model import AcousticModel, AcousticStream, Lookahead, ModelConfig, Recogniser
 
 N_MELS = 16
 VOCAB = 7
@@ -170,11 +164,6 @@ def test_recogniser_waveforms_to_log_probs():
         ({"subsample": 4, "conv_channels": 0}, "conv front-end"),
         ({"lookahead_frames": 2}, "lookahead_frames needs a left-to-right model"),
         ({"lookahead_frames": -1, "bidirectional": False}, "lookahead_frames must be 0 or more"),
-        ({"input_lookahead_frames": 1}, "input_lookahead_frames needs a left-to-right model"),
-        (
-            {"input_lookahead_frames": -2, "bidirectional": False},
-            "input_lookahead_frames must be 0 or more",
-        ),
     ],
 )
 def test_model_config_validation(kwargs, message):
@@ -202,42 +191,21 @@ def test_lookahead_mixes_each_frame_with_the_next_k_per_channel():
     assert torch.equal(row(x, pad=False), y[:, :2])  # only the frames whose future is in x
 
 
-def test_a_model_with_an_input_lookahead_starts_as_the_model_without():
-    torch.manual_seed(0)
-    plain = AcousticModel(left_to_right(lookahead_frames=1)).eval()
-    model = AcousticModel(left_to_right(lookahead_frames=1, input_lookahead_frames=3)).eval()
-    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
-    assert missing == ["input_lookahead.weight"]
-    assert not unexpected
-    feats, lens = padded_feats([30, 21])
-    with torch.no_grad():
-        torch.testing.assert_close(model(feats, lens), plain(feats, lens))
-
-
 def left_to_right(**kwargs) -> ModelConfig:
     return small_config(bidirectional=False, **kwargs)
 
 
 def random_lookahead(model: AcousticModel) -> AcousticModel:
-    """The lookaheads' weights drawn at random (they start as the identity)."""
+    """The lookahead's weights drawn at random (it starts as the identity)."""
     with torch.no_grad():
-        if model.lookahead is not None:
-            model.lookahead.weight.normal_()
-        if model.input_lookahead is not None:
-            model.input_lookahead.weight.normal_()
+        model.lookahead.weight.normal_()
     return model
 
 
-@pytest.mark.parametrize(("lookahead", "input_lookahead"), [(3, 0), (0, 3), (1, 2)])
 @pytest.mark.parametrize("subsample", [1, 2, 4])
-def test_lookahead_model_shapes_padding_invariance_and_future_frames(
-    subsample, lookahead, input_lookahead
-):
+def test_lookahead_model_shapes_padding_invariance_and_future_frames(subsample):
     torch.manual_seed(0)
-    cfg = left_to_right(
-        subsample=subsample, lookahead_frames=lookahead, input_lookahead_frames=input_lookahead
-    )
-    model = random_lookahead(AcousticModel(cfg))
+    model = random_lookahead(AcousticModel(left_to_right(subsample=subsample, lookahead_frames=3)))
     model.eval()
     assert model.output.in_features == 8
     feats, lens = padded_feats([50, 53, 51, 52, 60], seed=2)
@@ -248,10 +216,9 @@ def test_lookahead_model_shapes_padding_invariance_and_future_frames(
             m = alone_lens.item()
             assert batch_lens[i].item() == m == expected_len(n, subsample)
             torch.testing.assert_close(batch[i, :m], alone[0], atol=1e-5, rtol=1e-5)
-        # Output frame j reads recurrent frames j .. j + 3 (row convolution) or front-end
-        # frames up to j + 3 (input lookahead, then left to right), or j + 1 + 2. Changing the
-        # features from j * subsample + 2 on changes front-end frames from j on (each conv
-        # layer reads one frame past its centre), so the outputs from j - 3 on, none before.
+        # Output frame j reads recurrent frames j .. j + 3. Changing the features from
+        # j * subsample + 2 on changes recurrent frames from j on (each conv layer reads one
+        # frame past its centre), so the outputs from j - 3 on, and none before.
         changed = feats[:1, :50].clone()
         j = 6
         first = j * subsample
@@ -264,12 +231,9 @@ def test_lookahead_model_shapes_padding_invariance_and_future_frames(
 
 def test_lookahead_weights_are_saved_and_trained():
     torch.manual_seed(0)
-    model = AcousticModel(left_to_right(lookahead_frames=2, input_lookahead_frames=1))
+    model = AcousticModel(left_to_right(lookahead_frames=2))
     assert model.state_dict()["lookahead.weight"].shape == (8, 1, 3)
-    front = model.front.out_size
-    assert model.state_dict()["input_lookahead.weight"].shape == (front, 1, 2)
-    plain = AcousticModel(left_to_right()).state_dict()
-    assert "lookahead.weight" not in plain and "input_lookahead.weight" not in plain
+    assert "lookahead.weight" not in AcousticModel(left_to_right()).state_dict()
     feats, lens = padded_feats([30, 21])
     log_probs, out_lens = model(feats, lens)
     targets = torch.tensor([[1, 2, 3], [4, 5, 0]])
@@ -278,14 +242,12 @@ def test_lookahead_weights_are_saved_and_trained():
     )
     loss.backward()
     assert model.lookahead.weight.grad[:, 0, 1:].abs().sum() > 0  # the future frames' weights
-    assert model.input_lookahead.weight.grad[:, 0, 1].abs().sum() > 0
 
 
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
 def test_lookahead_model_under_bf16_autocast(rnn_type):
     torch.manual_seed(0)
-    cfg = left_to_right(rnn_type=rnn_type, lookahead_frames=2, input_lookahead_frames=2)
-    model = random_lookahead(AcousticModel(cfg))
+    model = random_lookahead(AcousticModel(left_to_right(rnn_type=rnn_type, lookahead_frames=2)))
     feats, lens = padded_feats([30, 21])
     model.eval()
     with torch.no_grad():
@@ -300,7 +262,6 @@ def test_lookahead_model_under_bf16_autocast(rnn_type):
         log_probs, _ = model(feats, lens)
     log_probs[valid].sum().backward()
     assert model.lookahead.weight.grad.abs().sum() > 0
-    assert model.input_lookahead.weight.grad.abs().sum() > 0
 
 
 def stream_log_probs(model: AcousticModel, feats: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -311,21 +272,18 @@ def stream_log_probs(model: AcousticModel, feats: torch.Tensor, chunk: int) -> t
 
 
 @pytest.mark.parametrize(
-    ("subsample", "conv_channels", "rnn_type", "lookahead", "input_lookahead"),
+    ("subsample", "conv_channels", "rnn_type", "lookahead"),
     [
-        (1, 0, "gru", 0, 0),
-        (1, 0, "lstm", 2, 0),
-        (1, 0, "gru", 0, 3),
-        (1, 4, "rnn", 1, 0),
-        (2, 4, "gru", 3, 0),
-        (2, 4, "lstm", 1, 2),
-        (4, 4, "lstm", 0, 0),
-        (4, 4, "gru", 2, 0),
-        (4, 4, "gru", 0, 5),
+        (1, 0, "gru", 0),
+        (1, 0, "lstm", 2),
+        (1, 4, "rnn", 1),
+        (2, 4, "gru", 3),
+        (4, 4, "lstm", 0),
+        (4, 4, "gru", 2),
     ],
 )
 def test_stream_gives_the_log_probs_of_the_whole_sequence(
-    subsample, conv_channels, rnn_type, lookahead, input_lookahead
+    subsample, conv_channels, rnn_type, lookahead
 ):
     torch.manual_seed(0)
     cfg = left_to_right(
@@ -333,9 +291,10 @@ def test_stream_gives_the_log_probs_of_the_whole_sequence(
         conv_channels=conv_channels,
         rnn_type=rnn_type,
         lookahead_frames=lookahead,
-        input_lookahead_frames=input_lookahead,
     )
-    model = random_lookahead(AcousticModel(cfg))
+    model = AcousticModel(cfg)
+    if lookahead:
+        random_lookahead(model)
     model.eval()
     for n in [1, 2, 3, 5, 41]:  # a single frame, the conv kernel's edges, every residue mod 4
         feats, lens = padded_feats([n], seed=n)
@@ -347,17 +306,12 @@ def test_stream_gives_the_log_probs_of_the_whole_sequence(
             torch.testing.assert_close(got, whole[0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("lookahead", "input_lookahead"), [(2, 0), (0, 2), (1, 1)])
-def test_stream_gives_each_frame_as_soon_as_its_features_are_in(lookahead, input_lookahead):
-    """Subsample 4 with two frames of lookahead (after the recurrence, before it, or one of
-    each): output frame j reads front-end frames up to j + 2, which read feature frames up
-    to 2 (2 (j + 2) + 1) + 1 = 4 j + 11 (each conv layer: kernel 3, stride 2, one frame of
-    right context)."""
+def test_stream_gives_each_frame_as_soon_as_its_features_are_in():
+    """Subsample 4 with lookahead 2: output frame j reads recurrent frames up to j + 2, which
+    read feature frames up to 2 (2 (j + 2) + 1) + 1 = 4 j + 11 (each conv layer: kernel 3,
+    stride 2, one frame of right context)."""
     torch.manual_seed(0)
-    cfg = left_to_right(
-        subsample=4, lookahead_frames=lookahead, input_lookahead_frames=input_lookahead
-    )
-    model = AcousticModel(cfg).eval()
+    model = AcousticModel(left_to_right(subsample=4, lookahead_frames=2)).eval()
     stream = AcousticStream(model)
     feats, _ = padded_feats([60])
     arrivals = []  # feature frames in when each output frame came out

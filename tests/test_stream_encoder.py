@@ -48,7 +48,6 @@ def random_model(
     lookahead: int = 0,
     level: str = "fixed",
     conv_channels: int = 4,
-    input_lookahead: int = 0,
 ) -> Recogniser:
     """A left-to-right recogniser with random weights (a random lookahead too), CMVN from the
     test signal, and its recurrent and output weights scaled up so that the best unit changes
@@ -65,7 +64,6 @@ def random_model(
         num_layers=2,
         bidirectional=False,
         lookahead_frames=lookahead,
-        input_lookahead_frames=input_lookahead,
     )
     model = Recogniser(features, model_cfg)
     wav = torch.from_numpy(signal_of(1.0))
@@ -77,8 +75,6 @@ def random_model(
         model.acoustic.output.weight.mul_(4.0)
         if lookahead:
             model.acoustic.lookahead.weight.normal_()
-        if input_lookahead:
-            model.acoustic.input_lookahead.weight.normal_()
     return model.eval()
 
 
@@ -129,18 +125,6 @@ def test_streamed_equals_offline(rnn_type, subsample, lookahead, chunk):
         assert len(expected.argmax(-1).unique()) >= 2
 
 
-@pytest.mark.parametrize("chunk", list(CHUNKS))
-@pytest.mark.parametrize(("subsample", "lookahead", "input_lookahead"), [(1, 0, 3), (4, 1, 4)])
-def test_streamed_equals_offline_with_an_input_lookahead(
-    subsample, lookahead, input_lookahead, chunk
-):
-    model = random_model("gru", subsample, lookahead, "fixed", input_lookahead=input_lookahead)
-    wav = signal_of(0.2 if chunk == "1-sample" else 1.3, seed=5)
-    expected = assert_streams_as_offline(model, wav, CHUNKS[chunk])
-    if chunk != "1-sample":
-        assert len(expected.argmax(-1).unique()) >= 2
-
-
 @pytest.mark.parametrize("level", list(LEVELS))
 @pytest.mark.parametrize("chunk", ["1-sample", "37ms", "whole"])
 def test_streamed_equals_offline_without_front_end_and_for_each_level(level, chunk):
@@ -149,24 +133,18 @@ def test_streamed_equals_offline_without_front_end_and_for_each_level(level, chu
     assert_streams_as_offline(model, wav, CHUNKS[chunk])
 
 
-@pytest.mark.parametrize(
-    ("subsample", "lookahead", "input_lookahead"),
-    [(1, 0, 0), (2, 0, 0), (2, 3, 0), (4, 1, 0), (2, 0, 2), (4, 1, 3)],
-)
-def test_each_frame_comes_out_as_soon_as_its_audio_is_in(subsample, lookahead, input_lookahead):
+@pytest.mark.parametrize(("subsample", "lookahead"), [(1, 0), (2, 0), (2, 3), (4, 1)])
+def test_each_frame_comes_out_as_soon_as_its_audio_is_in(subsample, lookahead):
     """Frame j (span [j, j + 1) frames) comes out once the audio reaches lookahead_seconds past
-    its end: the STFT window's right half, a frame per conv layer, both lookaheads' frames
-    (each at the output frame rate)."""
-    encoder = StreamingEncoder(
-        random_model("gru", subsample, lookahead, "running", input_lookahead=input_lookahead)
-    )
+    its end: the STFT window's right half, a frame per conv layer, the lookahead's frames."""
+    encoder = StreamingEncoder(random_model("gru", subsample, lookahead, "running"))
     frame = subsample * 160
     # Past frame j's span, the audio up to the centre of the last feature frame it reads, and
     # the STFT window's 200 samples past that centre: feature frame j + 2 at subsample 1 (one
     # frame per stride-1 conv layer: 1 hop past the span), 2 j + 3 at subsample 2 (1 hop
-    # past), 4 j + 3 at subsample 4 (1 hop before its end); then the lookaheads' frames.
+    # past), 4 j + 3 at subsample 4 (1 hop before its end); then the lookahead's frames.
     centre = {1: 160, 2: 160, 4: -160}[subsample]
-    expected = (centre + 200 + (lookahead + input_lookahead) * frame) / SAMPLE_RATE
+    expected = (centre + 200 + lookahead * frame) / SAMPLE_RATE
     assert encoder.lookahead_seconds == pytest.approx(expected)
     wav = signal_of(0.25, seed=3)
     arrivals = []  # samples in when each frame came out

@@ -4,8 +4,7 @@ whole stream at once, whatever the pieces.
 
 What a frame waits for past its own span (`lookahead_seconds`): the STFT window's right half
 (or, with a running level, the frame's hop), the conv front-end's right context (one frame per
-conv layer, at that layer's input rate), the input lookahead's K front-end frames and the
-lookahead's K output frames.
+conv layer, at that layer's input rate) and the lookahead's K output frames.
 
 >>> from asr.features import FeatureConfig
 >>> from asr.model import ModelConfig, Recogniser
@@ -89,11 +88,9 @@ class StreamingEncoder:
     @property
     def lookahead_seconds(self) -> float:
         """Audio a frame needs past its own end before it is emitted (the algorithmic latency
-        beyond the chunking): STFT reach + conv right context + both lookaheads' frames."""
+        beyond the chunking): STFT reach + conv right context + lookahead frames."""
         # The same for every frame (each step below is linear in the frame index): frame 0's.
-        cfg = self.model.acoustic.cfg
-        # the last front-end frame it reads: through the lookahead, then the input lookahead
-        frame = cfg.lookahead_frames + cfg.input_lookahead_frames
+        frame = self.model.acoustic.cfg.lookahead_frames  # the last recurrent frame it reads
         front = self.model.acoustic.front
         for stride in reversed(front.time_strides if front is not None else ()):
             frame = stride * frame + 1  # kernel 3, padding 1: input frames up to s * j + 1
