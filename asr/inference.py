@@ -35,12 +35,15 @@ def source_name(source: AudioSource) -> str:
 
 
 def frame_seconds(features: FeatureConfig, model: ModelConfig) -> float:
-    """Seconds per output frame: the feature hop times the front-end's time subsampling.
+    """Seconds per output frame: the feature hop times the front-end's time subsampling,
+    divided by the output layer's frames per recurrent frame.
 
     >>> frame_seconds(FeatureConfig(hop_ms=10), ModelConfig(subsample=2))
     0.02
+    >>> frame_seconds(FeatureConfig(hop_ms=10), ModelConfig(subsample=4, output_upsample=2))
+    0.02
     """
-    return features.hop_ms / 1000 * model.subsample
+    return features.hop_ms / 1000 * model.subsample / model.output_upsample
 
 
 class ModelRunner(Protocol):

@@ -30,6 +30,10 @@ class ModelConfig:
     # Left-to-right models: a row convolution over each output frame and the next K ones,
     # after the recurrent stack (0 = none); it delays a stream's output by K frames
     lookahead_frames: int = 0
+    # CTC frames per recurrent frame: the output layer gives U frames of log-probs for each
+    # recurrent step, so a word's characters have U times the frames to be emitted in (fast
+    # speech at 40 ms frames can need more than one character a frame) at no recurrent cost
+    output_upsample: int = 1
     dropout: float = 0.2  # between recurrent layers and before the output layer
 
     def __post_init__(self) -> None:
@@ -41,6 +45,8 @@ class ModelConfig:
             raise ValueError("subsample > 1 needs the conv front-end (conv_channels > 0)")
         if self.lookahead_frames < 0:
             raise ValueError(f"lookahead_frames must be 0 or more, not {self.lookahead_frames}")
+        if self.output_upsample < 1:
+            raise ValueError(f"output_upsample must be 1 or more, not {self.output_upsample}")
         if self.lookahead_frames and self.bidirectional:
             raise ValueError(
                 "lookahead_frames needs a left-to-right model (bidirectional: false); a "
@@ -155,15 +161,16 @@ class AcousticModel(nn.Module):
         self.lookahead = (
             Lookahead(cfg.hidden_size, cfg.lookahead_frames) if cfg.lookahead_frames else None
         )
-        self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size)
+        self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size * cfg.output_upsample)
 
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, n_mels), lengths (B,) -> float32 log-probs (B, T', vocab), lengths (B,).
 
-        T' = ceil(T / subsample). Frames past an utterance's length do not change its outputs
-        (the batch it is in does not matter); their log-probs hold no meaningful value.
+        T' = ceil(T / subsample) * output_upsample. Frames past an utterance's length do not
+        change its outputs (the batch it is in does not matter); their log-probs hold no
+        meaningful value.
         """
         x = feats  # (B, T, n_mels)
         if self.front is not None:
@@ -177,11 +184,13 @@ class AcousticModel(nn.Module):
         # x: (B, T', hidden_size * directions), zero past each length
         if self.lookahead is not None:
             x = self.lookahead(x)  # (B, T', hidden_size)
-        return self.log_probs(x), lengths
+        return self.log_probs(x), lengths * self.cfg.output_upsample
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Dropout and the output layer: (B, T', H * directions) -> float32 log-probs (B, T', V)."""
-        logits = self.output(self.dropout(x))  # (B, T', vocab)
+        """Dropout and the output layer: (B, t, H * directions) -> float32 log-probs
+        (B, t * U, V), U = output_upsample (recurrent frame j gives frames j U .. j U + U - 1)."""
+        logits = self.output(self.dropout(x))  # (B, t, U * vocab)
+        logits = logits.reshape(x.shape[0], -1, self.cfg.vocab_size)  # (B, t * U, vocab)
         return logits.float().log_softmax(dim=-1)
 
     def num_parameters(self) -> int:
@@ -221,7 +230,8 @@ class AcousticStream:
 
     @torch.no_grad()
     def accept(self, feats: torch.Tensor, final: bool = False) -> torch.Tensor:
-        """(T, n_mels) features -> (n, vocab) log-probs of the frames completed."""
+        """(T, n_mels) features -> (n, vocab) log-probs of the frames completed (n a multiple
+        of output_upsample)."""
         x = feats.to(self.pending)[None]  # (1, T, n_mels)
         if self.model.front is not None:
             x = self._front(x, final)  # (1, T', C * F')
