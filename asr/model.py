@@ -4,6 +4,7 @@ features that arrive in pieces."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -162,6 +163,19 @@ class AcousticModel(nn.Module):
             Lookahead(cfg.hidden_size, cfg.lookahead_frames) if cfg.lookahead_frames else None
         )
         self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size * cfg.output_upsample)
+        if cfg.output_upsample > 1:
+            self._extra_frames_start_blank()
+
+    def _extra_frames_start_blank(self) -> None:
+        """Frames 1 .. U - 1 of each recurrent frame start as a blank of probability 0.9 (zero
+        weights, a bias on the blank), so that training starts from the alignments of a model
+        without upsampling: CTC leaves its all-blank phase as that one does (with every frame
+        free at the start, AN4 stayed on the blank plateau 15 epochs)."""
+        v = self.cfg.vocab_size
+        with torch.no_grad():
+            self.output.weight[v:].zero_()
+            self.output.bias[v:].zero_()
+            self.output.bias[v::v] = math.log(9.0 * (v - 1))  # e^b / (e^b + v - 1) = 0.9
 
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor

@@ -320,6 +320,11 @@ def test_output_upsample_gives_u_frames_per_recurrent_frame(bidirectional):
     plain.load_state_dict(shared, strict=False)  # all but the output layer
     assert model.output.out_features == 2 * VOCAB
     feats, lens = padded_feats([41, 30], seed=3)
+    with torch.no_grad():  # the second frames start as a blank of probability 0.9
+        start, _ = model(feats, lens)
+    torch.testing.assert_close(start[:, 1::2, 0].exp(), torch.full((2, 11), 0.9))
+    with torch.no_grad():
+        model.output.weight.normal_()  # trained weights: the second frames differ
     with torch.no_grad():
         log_probs, out_lens = model(feats, lens)
         plain.output.weight.copy_(model.output.weight[VOCAB:])  # the second half
