@@ -163,14 +163,18 @@ class AcousticModel(nn.Module):
             Lookahead(cfg.hidden_size, cfg.lookahead_frames) if cfg.lookahead_frames else None
         )
         self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size * cfg.output_upsample)
+        # Set by the trainer (train.upsample_hold_steps): in training, frames 1 .. U - 1 of
+        # each recurrent frame are then blank, their weights untouched
+        self.hold_extra_frames = False
         if cfg.output_upsample > 1:
             self._extra_frames_start_blank()
 
     def _extra_frames_start_blank(self) -> None:
         """Frames 1 .. U - 1 of each recurrent frame start as a blank of probability 0.9 (zero
-        weights, a bias on the blank), so that training starts from the alignments of a model
-        without upsampling: CTC leaves its all-blank phase as that one does (with every frame
-        free at the start, AN4 stayed on the blank plateau 15 epochs)."""
+        weights, a bias on the blank): the model starts close to one without upsampling.
+        Trained from there, AN4's streaming model still stayed on CTC's all-blank plateau far
+        longer than without upsampling; train.upsample_hold_steps holds these frames at
+        blank until it has left it."""
         v = self.cfg.vocab_size
         with torch.no_grad():
             self.output.weight[v:].zero_()
@@ -204,7 +208,12 @@ class AcousticModel(nn.Module):
         """Dropout and the output layer: (B, t, H * directions) -> float32 log-probs
         (B, t * U, V), U = output_upsample (recurrent frame j gives frames j U .. j U + U - 1)."""
         logits = self.output(self.dropout(x))  # (B, t, U * vocab)
-        logits = logits.reshape(x.shape[0], -1, self.cfg.vocab_size)  # (B, t * U, vocab)
+        v = self.cfg.vocab_size
+        if self.hold_extra_frames and self.training and self.cfg.output_upsample > 1:
+            held = torch.full_like(logits[..., v:], -30.0)  # frames 1 .. U - 1: blank
+            held[..., ::v] = 0.0
+            logits = torch.cat((logits[..., :v], held), dim=-1)
+        logits = logits.reshape(x.shape[0], -1, v)  # (B, t * U, vocab)
         return logits.float().log_softmax(dim=-1)
 
     def num_parameters(self) -> int:
