@@ -53,10 +53,6 @@ class TrainConfig:
     spec_augment: bool = True  # SpecAugment masks during training
     wave_augment: bool = False  # speed / gain / noise perturbation of training audio
     checkpoint_every_steps: int = 0  # also checkpoint every N steps (0 = once per epoch)
-    # model.output_upsample > 1: the extra frames of each recurrent frame are held at blank
-    # (no gradient) for this many steps at the start, so that CTC leaves its all-blank phase
-    # as a model without upsampling does; then they train
-    upsample_hold_steps: int = 0
     # At the end, also score the mean of the weights at the last N validations; it becomes
     # best.pt if its dev WER is lower (0 or 1 = off)
     average_last: int = 0

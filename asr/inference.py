@@ -35,15 +35,12 @@ def source_name(source: AudioSource) -> str:
 
 
 def frame_seconds(features: FeatureConfig, model: ModelConfig) -> float:
-    """Seconds per output frame: the feature hop times the front-end's time subsampling,
-    divided by the output layer's frames per recurrent frame.
+    """Seconds per output frame: the feature hop times the front-end's time subsampling.
 
     >>> frame_seconds(FeatureConfig(hop_ms=10), ModelConfig(subsample=2))
     0.02
-    >>> frame_seconds(FeatureConfig(hop_ms=10), ModelConfig(subsample=4, output_upsample=2))
-    0.02
     """
-    return features.hop_ms / 1000 * model.subsample / model.output_upsample
+    return features.hop_ms / 1000 * model.subsample
 
 
 class ModelRunner(Protocol):

@@ -4,7 +4,6 @@ features that arrive in pieces."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,10 +30,6 @@ class ModelConfig:
     # Left-to-right models: a row convolution over each output frame and the next K ones,
     # after the recurrent stack (0 = none); it delays a stream's output by K frames
     lookahead_frames: int = 0
-    # CTC frames per recurrent frame: the output layer gives U frames of log-probs for each
-    # recurrent step, so a word's characters have U times the frames to be emitted in (fast
-    # speech at 40 ms frames can need more than one character a frame) at no recurrent cost
-    output_upsample: int = 1
     dropout: float = 0.2  # between recurrent layers and before the output layer
 
     def __post_init__(self) -> None:
@@ -46,8 +41,6 @@ class ModelConfig:
             raise ValueError("subsample > 1 needs the conv front-end (conv_channels > 0)")
         if self.lookahead_frames < 0:
             raise ValueError(f"lookahead_frames must be 0 or more, not {self.lookahead_frames}")
-        if self.output_upsample < 1:
-            raise ValueError(f"output_upsample must be 1 or more, not {self.output_upsample}")
         if self.lookahead_frames and self.bidirectional:
             raise ValueError(
                 "lookahead_frames needs a left-to-right model (bidirectional: false); a "
@@ -162,33 +155,15 @@ class AcousticModel(nn.Module):
         self.lookahead = (
             Lookahead(cfg.hidden_size, cfg.lookahead_frames) if cfg.lookahead_frames else None
         )
-        self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size * cfg.output_upsample)
-        # Set by the trainer (train.upsample_hold_steps): in training, frames 1 .. U - 1 of
-        # each recurrent frame are then blank, their weights untouched
-        self.hold_extra_frames = False
-        if cfg.output_upsample > 1:
-            self._extra_frames_start_blank()
-
-    def _extra_frames_start_blank(self) -> None:
-        """Frames 1 .. U - 1 of each recurrent frame start as a blank of probability 0.9 (zero
-        weights, a bias on the blank): the model starts close to one without upsampling.
-        Trained from there, AN4's streaming model still stayed on CTC's all-blank plateau far
-        longer than without upsampling; train.upsample_hold_steps holds these frames at
-        blank until it has left it."""
-        v = self.cfg.vocab_size
-        with torch.no_grad():
-            self.output.weight[v:].zero_()
-            self.output.bias[v:].zero_()
-            self.output.bias[v::v] = math.log(9.0 * (v - 1))  # e^b / (e^b + v - 1) = 0.9
+        self.output = nn.Linear(cfg.hidden_size * directions, cfg.vocab_size)
 
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, n_mels), lengths (B,) -> float32 log-probs (B, T', vocab), lengths (B,).
 
-        T' = ceil(T / subsample) * output_upsample. Frames past an utterance's length do not
-        change its outputs (the batch it is in does not matter); their log-probs hold no
-        meaningful value.
+        T' = ceil(T / subsample). Frames past an utterance's length do not change its outputs
+        (the batch it is in does not matter); their log-probs hold no meaningful value.
         """
         x = feats  # (B, T, n_mels)
         if self.front is not None:
@@ -202,18 +177,11 @@ class AcousticModel(nn.Module):
         # x: (B, T', hidden_size * directions), zero past each length
         if self.lookahead is not None:
             x = self.lookahead(x)  # (B, T', hidden_size)
-        return self.log_probs(x), lengths * self.cfg.output_upsample
+        return self.log_probs(x), lengths
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Dropout and the output layer: (B, t, H * directions) -> float32 log-probs
-        (B, t * U, V), U = output_upsample (recurrent frame j gives frames j U .. j U + U - 1)."""
-        logits = self.output(self.dropout(x))  # (B, t, U * vocab)
-        v = self.cfg.vocab_size
-        if self.hold_extra_frames and self.training and self.cfg.output_upsample > 1:
-            held = torch.full_like(logits[..., v:], -30.0)  # frames 1 .. U - 1: blank
-            held[..., ::v] = 0.0
-            logits = torch.cat((logits[..., :v], held), dim=-1)
-        logits = logits.reshape(x.shape[0], -1, v)  # (B, t * U, vocab)
+        """Dropout and the output layer: (B, T', H * directions) -> float32 log-probs (B, T', V)."""
+        logits = self.output(self.dropout(x))  # (B, T', vocab)
         return logits.float().log_softmax(dim=-1)
 
     def num_parameters(self) -> int:
@@ -253,8 +221,7 @@ class AcousticStream:
 
     @torch.no_grad()
     def accept(self, feats: torch.Tensor, final: bool = False) -> torch.Tensor:
-        """(T, n_mels) features -> (n, vocab) log-probs of the frames completed (n a multiple
-        of output_upsample)."""
+        """(T, n_mels) features -> (n, vocab) log-probs of the frames completed."""
         x = feats.to(self.pending)[None]  # (1, T, n_mels)
         if self.model.front is not None:
             x = self._front(x, final)  # (1, T', C * F')

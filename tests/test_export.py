@@ -96,17 +96,6 @@ SHAPES = {
         ),
         {"level_window_s": 0.3},
     ),
-    "gru-left-to-right-two-output-frames": (
-        ModelConfig(
-            n_mels=20,
-            conv_channels=4,
-            subsample=4,
-            bidirectional=False,
-            lookahead_frames=3,
-            output_upsample=2,
-        ),
-        {"normalize_level": False},
-    ),
 }
 
 

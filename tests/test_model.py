@@ -164,7 +164,6 @@ def test_recogniser_waveforms_to_log_probs():
         ({"subsample": 4, "conv_channels": 0}, "conv front-end"),
         ({"lookahead_frames": 2}, "lookahead_frames needs a left-to-right model"),
         ({"lookahead_frames": -1, "bidirectional": False}, "lookahead_frames must be 0 or more"),
-        ({"output_upsample": 0}, "output_upsample must be 1 or more"),
     ],
 )
 def test_model_config_validation(kwargs, message):
@@ -302,65 +301,6 @@ def test_stream_gives_the_log_probs_of_the_whole_sequence(
         with torch.no_grad():
             whole, _ = model(feats, lens)
         for chunk in sorted({1, 2, 3, 7, n}):
-            got = stream_log_probs(model, feats[0], chunk)
-            assert got.shape == whole[0].shape, (n, chunk)
-            torch.testing.assert_close(got, whole[0], atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("bidirectional", [True, False])
-def test_output_upsample_gives_u_frames_per_recurrent_frame(bidirectional):
-    """Each recurrent frame's output layer gives U = 2 frames: recurrent frame j -> CTC frames
-    2 j and 2 j + 1, the output weights' first and second halves; the lengths double, CTC
-    trains through them, and a padded batch gives each utterance what it gives alone."""
-    torch.manual_seed(0)
-    cfg = small_config(subsample=4, bidirectional=bidirectional, output_upsample=2)
-    model = AcousticModel(cfg).eval()
-    plain = AcousticModel(small_config(subsample=4, bidirectional=bidirectional)).eval()
-    shared = {k: v for k, v in model.state_dict().items() if not k.startswith("output.")}
-    plain.load_state_dict(shared, strict=False)  # all but the output layer
-    assert model.output.out_features == 2 * VOCAB
-    feats, lens = padded_feats([41, 30], seed=3)
-    with torch.no_grad():  # the second frames start as a blank of probability 0.9
-        start, _ = model(feats, lens)
-    torch.testing.assert_close(start[:, 1::2, 0].exp(), torch.full((2, 11), 0.9))
-    with torch.no_grad():
-        model.output.weight.normal_()  # trained weights: the second frames differ
-    with torch.no_grad():
-        log_probs, out_lens = model(feats, lens)
-        plain.output.weight.copy_(model.output.weight[VOCAB:])  # the second half
-        plain.output.bias.copy_(model.output.bias[VOCAB:])
-        second, plain_lens = plain(feats, lens)
-        alone, alone_lens = model(feats[1:, :30], lens[1:])
-    assert out_lens.tolist() == [2 * n for n in plain_lens.tolist()] == [22, 16]
-    assert log_probs.shape == (2, 22, VOCAB)
-    torch.testing.assert_close(log_probs[:, 1::2], second)
-    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(2, 22))
-    assert alone_lens.item() == 16
-    torch.testing.assert_close(log_probs[1, :16], alone[0], atol=1e-5, rtol=1e-5)
-    model.train()
-    log_probs, out_lens = model(feats, lens)
-    targets = torch.tensor([[1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3], [4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
-    loss = torch.nn.functional.ctc_loss(  # 11 tokens (12 with the blank the repeat needs) in
-        log_probs.transpose(0, 1),
-        targets,
-        out_lens,
-        torch.tensor([11, 2]),  # 22 frames, not 11
-    )
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert model.output.weight.grad[VOCAB:].abs().sum() > 0
-
-
-def test_stream_with_output_upsample_gives_the_log_probs_of_the_whole_sequence():
-    torch.manual_seed(0)
-    model = random_lookahead(
-        AcousticModel(left_to_right(subsample=4, lookahead_frames=2, output_upsample=2))
-    ).eval()
-    for n in [1, 5, 41]:
-        feats, lens = padded_feats([n], seed=n)
-        with torch.no_grad():
-            whole, _ = model(feats, lens)
-        for chunk in sorted({1, 3, 7, n}):
             got = stream_log_probs(model, feats[0], chunk)
             assert got.shape == whole[0].shape, (n, chunk)
             torch.testing.assert_close(got, whole[0], atol=1e-5, rtol=1e-5)

@@ -48,7 +48,6 @@ def random_model(
     lookahead: int = 0,
     level: str = "fixed",
     conv_channels: int = 4,
-    upsample: int = 1,
 ) -> Recogniser:
     """A left-to-right recogniser with random weights (a random lookahead too), CMVN from the
     test signal, and its recurrent and output weights scaled up so that the best unit changes
@@ -65,7 +64,6 @@ def random_model(
         num_layers=2,
         bidirectional=False,
         lookahead_frames=lookahead,
-        output_upsample=upsample,
     )
     model = Recogniser(features, model_cfg)
     wav = torch.from_numpy(signal_of(1.0))
@@ -155,31 +153,6 @@ def test_each_frame_comes_out_as_soon_as_its_audio_is_in(subsample, lookahead):
     delay = round(encoder.lookahead_seconds * SAMPLE_RATE)
     assert arrivals == [(j + 1) * frame + delay for j in range(len(arrivals))]
     assert len(arrivals) == (len(wav) - delay) // frame
-
-
-@pytest.mark.parametrize("chunk", ["1-sample", "10ms", "37ms", "320ms", "whole"])
-def test_streamed_equals_offline_with_two_output_frames_per_recurrent_frame(chunk):
-    model = random_model("gru", subsample=4, lookahead=2, upsample=2)
-    wav = signal_of(0.2 if chunk == "1-sample" else 1.3, seed=5)
-    expected = assert_streams_as_offline(model, wav, CHUNKS[chunk])
-    assert len(expected) % 2 == 0
-
-
-def test_output_upsample_halves_the_frame_and_frames_come_out_in_pairs():
-    """Subsample 4, lookahead 1, two output frames per recurrent frame: 20 ms frames; both
-    of recurrent frame j's come out when it does, the first 20 ms later than its span ends."""
-    encoder = StreamingEncoder(random_model("gru", 4, 1, "running", upsample=2))
-    assert encoder.frame_seconds == pytest.approx(0.02)
-    step = 4 * 160  # audio per recurrent frame
-    recurrent_delay = -160 + 200 + 1 * step  # as at subsample 4 above, lookahead 1
-    assert encoder.lookahead_seconds == pytest.approx((recurrent_delay + step / 2) / SAMPLE_RATE)
-    wav = signal_of(0.25, seed=3)
-    arrivals = []
-    for i in range(len(wav)):
-        arrivals += [i + 1] * len(encoder.accept(wav[i : i + 1]))
-    pairs = [(j + 1) * step + recurrent_delay for j in range(len(arrivals) // 2)]
-    assert arrivals == [t for t in pairs for _ in range(2)]
-    assert len(arrivals) == 2 * ((len(wav) - recurrent_delay) // step)
 
 
 def test_reset_starts_a_new_stream_and_flush_ends_one():

@@ -72,27 +72,6 @@ def test_bf16_autocast_trains_on_cpu(tone_manifest: Path, tmp_path: Path):
     assert sum(result.losses[-3:]) < sum(result.losses[:3])
 
 
-def test_upsample_hold_keeps_the_extra_frames_blank_then_trains_them(
-    tone_manifest: Path, tmp_path: Path
-):
-    base = [
-        *tiny_overrides(tone_manifest),
-        "model.bidirectional=false",
-        "model.output_upsample=2",
-        "train.upsample_hold_steps=3",
-    ]
-
-    def extra_rows(run: str, steps: int) -> torch.Tensor:
-        """The output weights of the second frame of each recurrent frame after `steps`."""
-        train(load_config(None, [*base, f"train.max_steps={steps}"]), tmp_path / run)
-        state = torch.load(tmp_path / run / "last.pt", weights_only=True)["model"]
-        weight = state["acoustic.output.weight"]  # (2 V, H)
-        return weight[weight.shape[0] // 2 :]
-
-    assert not extra_rows("held", 3).any()  # zero from the start, and held
-    assert extra_rows("freed", 6).abs().sum() > 0  # trained from step 4 on
-
-
 def test_time_budget_sizes_the_schedule_to_complete(tone_manifest: Path, tmp_path: Path):
     # Far more epochs than 15 seconds allow: the planner shortens the schedule instead of
     # cutting it where the clock runs out, so training ends far down the cosine (a cut run

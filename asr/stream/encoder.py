@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from asr.features import LogMelStream
-from asr.inference import frame_seconds
 from asr.model import AcousticStream, Recogniser
 from asr.tokenizers import Tokenizer
 
@@ -83,8 +82,8 @@ class StreamingEncoder:
 
     @property
     def frame_seconds(self) -> float:
-        """Seconds per output frame (`asr.inference.frame_seconds`)."""
-        return frame_seconds(self.model.features.cfg, self.model.acoustic.cfg)
+        """Seconds per output frame: the feature hop times the front-end's subsampling."""
+        return self.model.features.cfg.hop_ms / 1000 * self.model.acoustic.cfg.subsample
 
     @property
     def lookahead_seconds(self) -> float:
@@ -96,8 +95,7 @@ class StreamingEncoder:
         for stride in reversed(front.time_strides if front is not None else ()):
             frame = stride * frame + 1  # kernel 3, padding 1: input frames up to s * j + 1
         needed = frame * self.features.hop + self.features.reach  # samples that frame needs
-        cfg = self.model.acoustic.cfg
-        end = cfg.subsample * self.features.hop / cfg.output_upsample  # end of frame 0's span
+        end = self.model.acoustic.cfg.subsample * self.features.hop  # end of frame 0's span
         return (needed - end) / self.sample_rate
 
     def accept(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:

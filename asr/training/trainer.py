@@ -262,7 +262,6 @@ class Trainer:
         in a row raise TrainingError); None when every batch was left out.
         """
         p = self.progress
-        self.model.acoustic.hold_extra_frames = p.step < self.cfg.train.upsample_hold_steps
         try:
             out = train_step(
                 self.model,
