@@ -77,6 +77,6 @@ def test_config_option_trains_the_streaming_recipe_model(tmp_path: Path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     saved = torch.load(exp / "best.pt", map_location="cpu", weights_only=True)["config"]
     assert saved["model"]["bidirectional"] is False
-    assert saved["model"]["lookahead_frames"] == 3
+    assert saved["model"]["lookahead_frames"] == 5
     assert saved["features"]["normalize_level"] is False
     assert not (exp / "lm").exists()  # --stop-stage 1
